@@ -1,0 +1,33 @@
+# Hashroom in one container: migrations run at start, then the app serves on 0.0.0.0:8000.
+# The SQLite database lives on the /data volume (see docker-compose.yml).
+FROM python:3.12-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /srv/hashroom
+
+# Dependencies and code first, migrations after: editing a migration keeps the install layer.
+COPY pyproject.toml README.md ./
+COPY app ./app
+RUN pip install .
+COPY alembic.ini ./
+COPY alembic ./alembic
+
+# An unprivileged user owns /data; a new named volume copies that ownership on first mount.
+RUN useradd --system --no-create-home --home-dir /srv/hashroom hashroom \
+    && mkdir /data && chown hashroom:hashroom /data
+USER hashroom
+VOLUME ["/data"]
+
+ENV HOST=0.0.0.0 \
+    PORT=8000 \
+    DATABASE_URL=sqlite:////data/hashroom.db
+EXPOSE 8000
+
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
+
+CMD ["sh", "-c", "alembic upgrade head && exec python -m app"]

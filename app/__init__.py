@@ -1,0 +1,1 @@
+"""Hashroom: follow a hashtag chat live."""

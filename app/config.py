@@ -1,0 +1,139 @@
+"""Typed settings, read from the environment once and passed into the app factory.
+
+Every field is documented in the README's configuration table; a test keeps the two in step.
+Names are prefixed ``HASHROOM_`` except ``DATABASE_URL``, ``HOST`` and ``PORT``, which follow
+the conventions of hosting platforms.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET = "dev-only-insecure-secret-change-me"
+
+
+class Settings(BaseSettings):
+    """All of Hashroom's configuration. Built once; tests build their own."""
+
+    model_config = SettingsConfigDict(env_prefix="HASHROOM_", extra="ignore")
+
+    env: Literal["development", "production"] = Field(
+        "development", description="`production` refuses the built-in development secret."
+    )
+    database_url: str = Field(
+        "sqlite:///./hashroom.db",
+        validation_alias=AliasChoices("DATABASE_URL", "HASHROOM_DATABASE_URL"),
+        description="SQLAlchemy URL. SQLite (WAL) by default; postgresql+psycopg://… works too.",
+    )
+    host: str = Field(
+        "127.0.0.1",
+        validation_alias=AliasChoices("HOST", "HASHROOM_HOST"),
+        description="Interface `make run` / `python -m app` listens on.",
+    )
+    port: int = Field(
+        8000,
+        validation_alias=AliasChoices("PORT", "HASHROOM_PORT"),
+        description="TCP port `make run` / `python -m app` listens on.",
+    )
+    secret_key: str = Field(
+        DEV_SECRET,
+        description="Signs cookies and encrypts stored network tokens. Required in production.",
+    )
+    public_url: str = Field(
+        "",
+        description="External base URL (e.g. https://chat.example.org). Used for OAuth "
+        "redirects and as an allowed websocket Origin; empty means the request's own host.",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Extra Origins allowed to open websockets and send cookie-authenticated "
+        "requests (JSON list).",
+    )
+    log_level: str = Field("INFO", description="Python logging level.")
+
+    demo_enabled: bool = Field(True, description="Create and replay the bundled `demo` chat.")
+    demo_speed: float = Field(
+        3.0, gt=0, description="Demo replay speed in posts per second (it loops forever)."
+    )
+
+    ws_client_buffer: int = Field(
+        512,
+        ge=8,
+        description="Frames buffered for one slow websocket client before it is dropped "
+        "(it reconnects and resumes from its offset).",
+    )
+    ws_replay_limit: int = Field(
+        2000,
+        ge=1,
+        description="A client further behind than this many events gets a fresh snapshot "
+        "instead of a replay.",
+    )
+    snapshot_posts: int = Field(
+        60, ge=1, le=500, description="Posts in a snapshot and on the first page render."
+    )
+    ws_ping_interval: float = Field(
+        20.0, gt=0, description="Seconds between keep-alive pings on live websockets."
+    )
+
+    ingest_batch_size: int = Field(
+        100, ge=1, description="Most posts an ingester commits in one transaction."
+    )
+    ingest_batch_window: float = Field(
+        0.05, ge=0, description="Seconds an ingester waits to fill a batch before committing."
+    )
+    backoff_base: float = Field(1.0, gt=0, description="First retry delay (s) after a failure.")
+    backoff_cap: float = Field(60.0, gt=0, description="Longest retry delay (s).")
+
+    native_max_graphemes: int = Field(
+        500, ge=1, description="Length limit of a post in a native room, in graphemes."
+    )
+    max_request_text: int = Field(
+        5000, ge=1, description="Hard cap on any text field accepted by the API, in characters."
+    )
+
+    mastodon_backfill: int = Field(
+        80, ge=0, description="Recent Mastodon posts fetched when a chat starts following a tag."
+    )
+    mastodon_poll_interval: float = Field(
+        15.0, gt=0, description="Seconds between REST polls while Mastodon streaming is down."
+    )
+    bluesky_jetstream_url: str = Field(
+        "wss://jetstream2.us-east.bsky.network/subscribe",
+        description="Default Jetstream subscribe endpoint for Bluesky sources.",
+    )
+    bluesky_plc_url: str = Field(
+        "https://plc.directory", description="PLC directory used to resolve did:plc identities."
+    )
+    bluesky_appview_url: str = Field(
+        "https://public.api.bsky.app",
+        description="AppView used for profiles when reachable (empty disables).",
+    )
+    bluesky_backfill: int = Field(
+        100, ge=0, description="Recent Bluesky posts fetched by search when a chat starts."
+    )
+    http_timeout: float = Field(15.0, gt=0, description="Timeout (s) for outgoing HTTP calls.")
+
+    @model_validator(mode="after")
+    def _refuse_dev_secret_in_production(self) -> Settings:
+        if self.env == "production" and (
+            self.secret_key == DEV_SECRET or len(self.secret_key) < 32
+        ):
+            raise ValueError(
+                "HASHROOM_SECRET_KEY must be set to a random string of 32+ characters in "
+                "production (python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()

@@ -1,0 +1,74 @@
+"""The per-chat event log: every change to a room, in order, with a gap-free offset.
+
+``append`` must run inside the transaction that writes the row it describes. It bumps
+``chat.last_offset`` with ``UPDATE … RETURNING``: on PostgreSQL that row lock serialises
+writers of the same chat until commit, and SQLite has a single writer, so offsets are gap-free
+and become visible in order. (A database sequence would not do: two transactions can draw 5
+and 6 and commit 6 first, and a reader that saw 6 would skip 5 forever.)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlmodel import Session
+
+from .models import Chat, Event
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """An event as clients receive it: the JSON text, encoded once, and its offset."""
+
+    chat_id: int
+    offset: int
+    text: str
+
+
+def encode(payload: dict[str, Any]) -> str:
+    """Compact JSON, UTF-8 kept as is (smaller frames than ASCII escapes)."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def append(
+    session: Session,
+    chat_id: int,
+    type_: str,
+    payload: dict[str, Any],
+    *,
+    post_id: int | None = None,
+) -> Frame:
+    """Append one event to ``chat_id``'s log in the caller's transaction; return its frame."""
+    row = session.execute(
+        update(Chat)
+        .where(Chat.id == chat_id)  # type: ignore[arg-type]
+        .values(last_offset=Chat.last_offset + 1)
+        .returning(Chat.last_offset, Chat.epoch)
+    ).one()
+    offset, epoch = row
+    text = encode({"type": type_, "offset": offset, "epoch": epoch, "ts": time.time(), **payload})
+    session.add(Event(chat_id=chat_id, offset=offset, type=type_, post_id=post_id, frame=text))
+    return Frame(chat_id=chat_id, offset=offset, text=text)
+
+
+def read_after(session: Session, chat_id: int, after: int, limit: int) -> list[Frame]:
+    """Events with offset > ``after``, in order, at most ``limit``."""
+    rows = session.execute(
+        select(Event.offset, Event.frame)
+        .where(Event.chat_id == chat_id, Event.offset > after)  # type: ignore[arg-type]
+        .order_by(Event.offset)  # type: ignore[arg-type]
+        .limit(limit)
+    ).all()
+    return [Frame(chat_id=chat_id, offset=o, text=f) for o, f in rows]
+
+
+def head(session: Session, chat_id: int) -> tuple[int, str]:
+    """The chat's latest offset and its epoch, as committed."""
+    offset, epoch = session.execute(
+        select(Chat.last_offset, Chat.epoch).where(Chat.id == chat_id)  # type: ignore[arg-type]
+    ).one()
+    return offset, epoch

@@ -1,0 +1,203 @@
+"""``create_app(settings)``: wires the services, routes and middleware. No logic lives here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import lru_cache
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .config import Settings, get_settings
+from .db import make_engine
+from .hub import Hub
+from .ingest import FollowerFactory, IngestManager
+from .models import Chat, Source
+from .present import Presenter
+from .rooms import DEMO_SLUG, Rooms, demo_moderator_key
+from .routes import api, health, live, pages
+from .tasks import Supervisor
+from .templating import STATIC_DIR, make_templates
+
+log = logging.getLogger("hashroom")
+
+SESSION_COOKIE = "hashroom"
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; "
+    "media-src 'self' https:; connect-src 'self'; font-src 'self'; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+class SecurityHeaders:
+    """Adds CSP and friends to every HTTP response (plain ASGI: no per-request task)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [
+                    (b"content-security-policy", CSP.encode()),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"same-origin"),
+                    (b"x-frame-options", b"DENY"),
+                ]
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+@lru_cache(maxsize=1)
+def _transcript() -> Any:
+    from .networks.demo import load_transcript
+
+    return load_transcript()
+
+
+def follower_factories(settings: Settings, http: httpx.AsyncClient) -> dict[str, FollowerFactory]:
+    """Which networks this process can follow, and how to build a follower for a source."""
+    factories: dict[str, FollowerFactory] = {}
+    if settings.demo_enabled:
+        from .networks.demo import DemoFollower
+
+        def demo(source: Source, chat: Chat) -> Any:
+            return DemoFollower(_transcript(), chat.hashtag, settings.demo_speed)
+
+        factories["demo"] = demo
+    return factories
+
+
+async def _validate_schedule(raw: dict[str, Any]) -> dict[str, Any]:
+    from .schedule import Schedule
+
+    try:
+        schedule = Schedule.from_api(raw)
+    except ValueError as exc:
+        from fastapi import HTTPException
+
+        raise HTTPException(422, f"schedule: {exc}") from exc
+    return {
+        "start": raw.get("start"),
+        "timezone": schedule.timezone,
+        "duration_minutes": schedule.duration_minutes,
+        "rrule": schedule.rrule,
+    }
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the application for ``settings`` (default: from the environment)."""
+    settings = settings or get_settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        http = httpx.AsyncClient(
+            timeout=settings.http_timeout,
+            headers={"User-Agent": "Hashroom/0.1 (+https://github.com/hashroom)"},
+            follow_redirects=True,
+        )
+        engine = make_engine(settings.database_url)
+        hub = Hub()
+        templates = app.state.templates
+        rooms = Rooms(engine, hub, settings, Presenter(templates.env))
+        supervisor = Supervisor()
+        ingest = IngestManager(rooms, supervisor, settings, follower_factories(settings, http))
+        app.state.engine = engine
+        app.state.hub = hub
+        app.state.rooms = rooms
+        app.state.supervisor = supervisor
+        app.state.ingest = ingest
+        app.state.http = http
+        for hook in app.state.startup_hooks:
+            await hook(app)
+        if settings.demo_enabled:
+            await rooms.ensure_demo()
+            base = settings.public_url.rstrip("/") or f"http://{settings.host}:{settings.port}"
+            log.info(
+                "demo chat live at %s/c/%s — moderator link: %s/c/%s?key=%s",
+                base,
+                DEMO_SLUG,
+                base,
+                DEMO_SLUG,
+                demo_moderator_key(settings.secret_key),
+            )
+        started = await ingest.start_all()
+        log.info("started %d ingester(s)", started)
+        try:
+            yield
+        finally:
+            await supervisor.shutdown()
+            await http.aclose()
+            engine.dispose()
+
+    app = FastAPI(
+        title="Hashroom",
+        summary="Follow a hashtag chat live: one room, one column, replies that carry the tag.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.templates = make_templates()
+    app.state.session_cookie = SESSION_COOKIE
+    app.state.source_builders = {}
+    app.state.publish_via_account = None
+    app.state.validate_schedule = _validate_schedule
+    app.state.startup_hooks = []
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(x) for x in err.get("loc", ()) if x not in ("body", "query", "path"))
+            msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+            parts.append(f"{loc}: {msg}" if loc else msg)
+        return JSONResponse(
+            {
+                "detail": "; ".join(parts) or "invalid request",
+                "errors": [
+                    {"loc": list(e.get("loc", ())), "msg": str(e.get("msg")), "type": e.get("type")}
+                    for e in exc.errors()
+                ],
+            },
+            status_code=422,
+        )
+
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.secret_key,
+        session_cookie=SESSION_COOKIE,
+        same_site="lax",
+        https_only=settings.env == "production",
+        max_age=60 * 60 * 24 * 365,
+    )
+    app.add_middleware(SecurityHeaders)
+    app.include_router(health.router)
+    app.include_router(api.router)
+    app.include_router(live.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def app_factory() -> FastAPI:
+    """Entry point for ``uvicorn --factory app.main:app_factory``."""
+    return create_app(get_settings())

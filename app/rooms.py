@@ -1,0 +1,769 @@
+"""Every change to a room goes through here: the row and its event in one transaction.
+
+:class:`Rooms` is the single writer of a process. Writes are serialised by one lock and run
+in a worker thread (the database driver is synchronous); frames are published to the hub
+after commit and still under the lock, so clients see events in offset order. Ingesters hand
+over whole batches, so a busy chat costs one transaction per batch, not one per post.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from . import events, text
+from .config import Settings
+from .db import session_scope
+from .events import Frame
+from .hub import Hub
+from .models import Chat, ChatPerson, Event, Pin, Post, PostAlias, Source, utcnow
+from .networks.base import Author, Batch, Delete, RemotePost, Upsert
+from .present import Presenter, pin_json, post_json
+from .qa import answer_number, question_number
+from .security import hash_key, new_epoch, new_moderator_key
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEMO_SLUG = "demo"
+
+
+class NotFound(LookupError):
+    """The chat or post does not exist (→ 404)."""
+
+
+class Invalid(ValueError):
+    """The request is well-formed but not acceptable (→ 400/422 with this message)."""
+
+
+@dataclass(slots=True)
+class SourceSpec:
+    """A source to follow, as given at chat creation (validated by the network module)."""
+
+    network: str
+    config: dict[str, Any] = field(default_factory=dict)
+    secret: str | None = None  # already sealed by the caller
+
+
+@dataclass(slots=True)
+class Snapshot:
+    offset: int
+    epoch: str
+    posts: list[dict[str, Any]]  # {"post": …, "html": …}, newest first
+    pins: list[dict[str, Any]]  # {"pin": …, "post": …, "html": …}
+    past_questions: list[dict[str, Any]]
+
+
+def slugify(tag: str) -> str:
+    slug = re.sub(r"[^a-z0-9_-]+", "-", tag.casefold()).strip("-")
+    return slug[:48] or "chat"
+
+
+def demo_moderator_key(secret_key: str) -> str:
+    """The demo chat's moderator key, derived from the secret so it can be shown every start."""
+    return hmac.new(secret_key.encode(), b"hashroom-demo-moderator", hashlib.sha256).hexdigest()[
+        :32
+    ]
+
+
+class Rooms:
+    """The single writer and the consistent readers of rooms."""
+
+    def __init__(self, engine: Engine, hub: Hub, settings: Settings, presenter: Presenter) -> None:
+        self.engine = engine
+        self.hub = hub
+        self.settings = settings
+        self.presenter = presenter
+        self._lock = asyncio.Lock()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    async def write(self, fn: Callable[[Session], tuple[T, list[Frame]]]) -> T:
+        """Run ``fn`` in one transaction (in a thread), then publish its frames in order."""
+        async with self._lock:
+            result, frames = await asyncio.to_thread(self._transaction, fn)
+            self.hub.publish(frames)
+        return result
+
+    def _transaction(self, fn: Callable[[Session], tuple[T, list[Frame]]]) -> tuple[T, list[Frame]]:
+        with session_scope(self.engine) as session:
+            return fn(session)
+
+    async def read(self, fn: Callable[[Session], T]) -> T:
+        """Run a read-only ``fn`` in a thread with its own session."""
+
+        def run() -> T:
+            with Session(self.engine, expire_on_commit=False) as session:
+                return fn(session)
+
+        return await asyncio.to_thread(run)
+
+    # -- helpers used inside transactions ------------------------------------------------
+
+    @staticmethod
+    def chat_by_slug(session: Session, slug: str) -> Chat:
+        chat = session.exec(select(Chat).where(Chat.slug == slug)).scalars().first()  # type: ignore[call-overload]
+        if chat is None:
+            raise NotFound(f"no chat with slug {slug!r}")
+        return chat
+
+    @staticmethod
+    def _post_in_chat(session: Session, chat_id: int, post_id: int) -> Post:
+        post = session.get(Post, post_id)
+        if post is None or post.chat_id != chat_id or post.deleted:
+            raise NotFound(f"no post {post_id} in this chat")
+        return post
+
+    @staticmethod
+    def hosts(session: Session, chat_id: int) -> set[str]:
+        rows = session.execute(
+            select(ChatPerson.handle).where(
+                ChatPerson.chat_id == chat_id,  # type: ignore[arg-type]
+                ChatPerson.role.in_(("host", "guest")),  # type: ignore[attr-defined]
+            )
+        ).scalars()
+        return {h.lstrip("@").casefold() for h in rows}
+
+    @staticmethod
+    def is_host(post: Post, hosts: set[str]) -> bool:
+        return bool(post.extra.get("is_host")) or post.author_handle.lstrip("@").casefold() in hosts
+
+    def present(self, post: Post, hosts: set[str]) -> dict[str, Any]:
+        data = post_json(post, is_host=self.is_host(post, hosts))
+        return {"post": data, "html": self.presenter.post_html(data)}
+
+    def _post_event(self, session: Session, type_: str, post: Post, hosts: set[str]) -> Frame:
+        shown = self.present(post, hosts)
+        return events.append(session, post.chat_id, type_, shown, post_id=post.id)
+
+    # -- chats ----------------------------------------------------------------------------
+
+    async def create_chat(
+        self,
+        *,
+        hashtag: str,
+        title: str,
+        description: str = "",
+        network: str = "native",
+        sources: Sequence[SourceSpec] = (),
+        schedule: dict[str, Any] | None = None,
+        slug: str | None = None,
+        moderator_key: str | None = None,
+    ) -> tuple[Chat, str, list[Source]]:
+        """Create a chat; returns it, its moderator key (shown once) and its sources."""
+        tag = text.normalize_hashtag(hashtag)
+        key = moderator_key or new_moderator_key()
+
+        def fn(session: Session) -> tuple[tuple[Chat, str, list[Source]], list[Frame]]:
+            base = slug or slugify(tag)
+            candidate, n = base, 1
+            while session.execute(select(Chat.id).where(Chat.slug == candidate)).first():  # type: ignore[arg-type]
+                n += 1
+                candidate = f"{base}-{n}"
+            chat = Chat(
+                slug=candidate,
+                hashtag=tag,
+                title=title.strip(),
+                description=description.strip(),
+                network=network,
+                epoch=new_epoch(),
+                moderator_key_hash=hash_key(key),
+            )
+            if schedule:
+                chat.schedule_start = schedule.get("start")
+                chat.schedule_timezone = schedule.get("timezone")
+                chat.schedule_duration_minutes = schedule.get("duration_minutes")
+                chat.schedule_rrule = schedule.get("rrule")
+            session.add(chat)
+            session.flush()
+            rows = []
+            for spec in sources:
+                src = Source(
+                    chat_id=chat.id, network=spec.network, config=spec.config, secret=spec.secret
+                )
+                session.add(src)
+                rows.append(src)
+            session.flush()
+            return (chat, key, rows), []
+
+        return await self.write(fn)
+
+    async def ensure_demo(self) -> Chat:
+        """Create the bundled demo chat (following the demo replay) unless it exists."""
+
+        def exists(session: Session) -> Chat | None:
+            return session.execute(select(Chat).where(Chat.slug == DEMO_SLUG)).scalars().first()  # type: ignore[arg-type]
+
+        chat = await self.read(exists)
+        if chat is not None:
+            return chat
+        from .networks.demo import load_transcript
+
+        transcript = load_transcript()
+        chat, _key, _ = await self.create_chat(
+            hashtag=transcript.hashtag,
+            title=transcript.title,
+            description=transcript.description,
+            network="demo",
+            sources=[SourceSpec(network="demo")],
+            slug=DEMO_SLUG,
+            moderator_key=demo_moderator_key(self.settings.secret_key),
+        )
+        return chat
+
+    # -- posts ----------------------------------------------------------------------------
+
+    def _build_post(self, session: Session, chat: Chat, rp: RemotePost) -> Post:
+        html = text.sanitize_html(rp.html) if rp.html else text.render_text(rp.text)
+        plain = rp.text or text.html_to_text(html)
+        parent_id = None
+        if rp.in_reply_to:
+            parent_id = session.execute(
+                select(Post.id).where(
+                    Post.chat_id == chat.id,  # type: ignore[arg-type]
+                    Post.remote_id == rp.in_reply_to,  # type: ignore[arg-type]
+                )
+            ).scalar()
+        extra = dict(rp.extra)
+        post = Post(
+            chat_id=chat.id,  # type: ignore[arg-type]
+            network=rp.network,
+            remote_id=rp.remote_id,
+            url=_http_only(rp.url),
+            author_name=rp.author.name[:200] or rp.author.handle[:200],
+            author_handle=rp.author.handle[:300],
+            author_avatar=_http_only(rp.author.avatar_url),
+            author_url=_http_only(rp.author.profile_url),
+            author_remote_id=rp.author.remote_id,
+            text=plain,
+            html=html,
+            spoiler_text=(rp.spoiler_text or "")[:1000],
+            sensitive=rp.sensitive,
+            media=[
+                {"url": u, "preview_url": _http_only(m.preview_url), "alt": m.alt, "kind": m.kind}
+                for m in rp.media
+                if (u := _http_only(m.url))
+            ],
+            quote=_clean_quote(rp.quote),
+            language=rp.language,
+            in_reply_to_remote=rp.in_reply_to,
+            in_reply_to_id=parent_id,
+            reply_to_handle=rp.reply_to_handle,
+            thread_root_remote=rp.thread_root,
+            reposted_by_name=rp.reposted_by.name if rp.reposted_by else None,
+            reposted_by_handle=rp.reposted_by.handle if rp.reposted_by else None,
+            question_number=question_number(plain),
+            answer_number=answer_number(plain),
+            extra=extra,
+            created_at=rp.created_at,
+            edited_at=rp.edited_at,
+        )
+        if post.answer_number is None and parent_id is not None:
+            parent = session.get(Post, parent_id)
+            if parent is not None and parent.question_number is not None:
+                post.answer_number = parent.question_number
+        return post
+
+    def _apply_batch(
+        self,
+        session: Session,
+        chat: Chat,
+        source_id: int | None,
+        changes: Sequence[Upsert | Delete],
+    ) -> tuple[list[Post], list[Frame]]:
+        hosts = self.hosts(session, chat.id)  # type: ignore[arg-type]
+        frames: list[Frame] = []
+        stored: list[Post] = []
+        for change in changes:
+            if isinstance(change, Upsert):
+                rp = change.post
+                if rp.reposted_by is not None:
+                    # A repost is its own item in the column ("reposted by …"), keyed so that
+                    # the same boost seen on several instances is still stored once.
+                    rp.remote_id = f"{rp.remote_id}#repost:{rp.reposted_by.handle.casefold()}"
+                existing = (
+                    session.execute(
+                        select(Post).where(
+                            Post.chat_id == chat.id,  # type: ignore[arg-type]
+                            Post.network == rp.network,  # type: ignore[arg-type]
+                            Post.remote_id == rp.remote_id,  # type: ignore[arg-type]
+                        )
+                    )
+                    .scalars()
+                    .first()
+                )
+                if existing is None:
+                    post = self._build_post(session, chat, rp)
+                    session.add(post)
+                    session.flush()
+                    self._alias(session, source_id, rp.local_id, post.id)  # type: ignore[arg-type]
+                    frames.append(self._post_event(session, "post", post, hosts))
+                    stored.append(post)
+                    continue
+                self._alias(session, source_id, rp.local_id, existing.id)  # type: ignore[arg-type]
+                fresh = self._build_post(session, chat, rp)
+                changed = existing.pending or (
+                    not existing.deleted
+                    and (fresh.html != existing.html or _edited_later(fresh, existing))
+                )
+                if not changed:
+                    continue  # a duplicate delivery (another instance, a replayed stream)
+                for attr in (
+                    "html",
+                    "text",
+                    "spoiler_text",
+                    "sensitive",
+                    "media",
+                    "quote",
+                    "language",
+                    "url",
+                    "edited_at",
+                    "question_number",
+                    "answer_number",
+                ):
+                    setattr(existing, attr, getattr(fresh, attr))
+                existing.pending = False
+                existing.extra = {**existing.extra, **fresh.extra}
+                session.add(existing)
+                session.flush()
+                frames.append(self._post_event(session, "update", existing, hosts))
+                stored.append(existing)
+            else:
+                post = self._find_deleted(session, chat.id, source_id, change)  # type: ignore[arg-type]
+                if post is None or post.deleted:
+                    continue
+                post.deleted = True
+                session.add(post)
+                frames.append(
+                    events.append(session, chat.id, "delete", {"post_id": post.id}, post_id=post.id)  # type: ignore[arg-type]
+                )
+        return stored, frames
+
+    @staticmethod
+    def _alias(session: Session, source_id: int | None, local_id: str | None, post_id: int) -> None:
+        if source_id is None or not local_id:
+            return
+        found = session.execute(
+            select(PostAlias.id).where(
+                PostAlias.source_id == source_id,  # type: ignore[arg-type]
+                PostAlias.local_id == local_id,  # type: ignore[arg-type]
+            )
+        ).first()
+        if found is None:
+            session.add(PostAlias(source_id=source_id, local_id=local_id, post_id=post_id))
+
+    @staticmethod
+    def _find_deleted(
+        session: Session, chat_id: int, source_id: int | None, change: Delete
+    ) -> Post | None:
+        if change.remote_id:
+            return (
+                session.execute(
+                    select(Post).where(Post.chat_id == chat_id, Post.remote_id == change.remote_id)  # type: ignore[arg-type]
+                )
+                .scalars()
+                .first()
+            )
+        if change.local_id and source_id is not None:
+            post_id = session.execute(
+                select(PostAlias.post_id).where(
+                    PostAlias.source_id == source_id,  # type: ignore[arg-type]
+                    PostAlias.local_id == change.local_id,  # type: ignore[arg-type]
+                )
+            ).scalar()
+            return session.get(Post, post_id) if post_id is not None else None
+        return None
+
+    async def store_batch(self, source_id: int, batch: Batch) -> int:
+        """Store an ingester's batch and its cursor in one transaction. Returns posts stored."""
+
+        def fn(session: Session) -> tuple[int, list[Frame]]:
+            source = session.get(Source, source_id)
+            if source is None:
+                raise NotFound(f"source {source_id} is gone")
+            chat = session.get(Chat, source.chat_id)
+            assert chat is not None
+            stored, frames = self._apply_batch(session, chat, source_id, batch.changes)
+            if batch.cursor is not None:
+                source.cursor = batch.cursor
+                session.add(source)
+            return len(stored), frames
+
+        return await self.write(fn)
+
+    async def add_notice(self, chat_id: int, message: str) -> None:
+        """Tell a room's readers something (e.g. that history is unavailable)."""
+
+        def fn(session: Session) -> tuple[None, list[Frame]]:
+            return None, [events.append(session, chat_id, "notice", {"text": message[:500]})]
+
+        await self.write(fn)
+
+    async def add_native_post(
+        self,
+        slug: str,
+        body: str,
+        author: str,
+        in_reply_to: int | None = None,
+        *,
+        owner: str = "",
+    ) -> dict[str, Any]:
+        """Post in a native room as ``author``; the chat's hashtag is appended if missing."""
+        return await self._native(slug, body, author, in_reply_to, owner=owner, pin=False)
+
+    async def ask_question(self, slug: str, body: str, author: str) -> dict[str, Any]:
+        """Post a host question and pin it, in one transaction."""
+        return await self._native(slug, body, author, None, owner="moderator", pin=True)
+
+    async def _native(
+        self,
+        slug: str,
+        body: str,
+        author: str,
+        in_reply_to: int | None,
+        *,
+        owner: str,
+        pin: bool,
+    ) -> dict[str, Any]:
+        author = " ".join(author.split())
+        if not author:
+            raise Invalid("author: give a display name")
+        if len(author) > 60:
+            raise Invalid("author: keep the display name to 60 characters or fewer")
+        if not body.strip():
+            raise Invalid("text: the post is empty")
+
+        def fn(session: Session) -> tuple[dict[str, Any], list[Frame]]:
+            chat = self.chat_by_slug(session, slug)
+            if chat.network not in ("native", "demo") and not pin:
+                raise Invalid(
+                    "this room follows another network: connect an account to post "
+                    "(POST /api/accounts), then post with account_id"
+                )
+            final = text.append_hashtag(body.strip(), chat.hashtag)
+            length = text.count_graphemes(final)
+            limit = self.settings.native_max_graphemes
+            if length > limit:
+                raise Invalid(
+                    f"text: {length} characters with the hashtag, the limit is {limit}; "
+                    f"shorten it by {length - limit}"
+                )
+            parent: Post | None = None
+            if in_reply_to is not None:
+                parent = self._post_in_chat(session, chat.id, in_reply_to)  # type: ignore[arg-type]
+            handle = _native_handle(author)
+            rp = RemotePost(
+                network="native",
+                remote_id=f"native:{chat.id}:{new_epoch()}",
+                author=Author(name=author, handle=handle),
+                created_at=datetime.now(UTC),
+                text=final,
+                in_reply_to=parent.remote_id if parent else None,
+                reply_to_handle=parent.author_handle if parent else None,
+                extra={"is_host": True} if pin else {},
+            )
+            stored, frames = self._apply_batch(session, chat, None, [Upsert(rp)])
+            post = stored[0]
+            if pin:
+                pin_row = Pin(chat_id=chat.id, post_id=post.id, is_question=True)  # type: ignore[arg-type]
+                session.add(pin_row)
+                session.flush()
+                frames.append(self._pin_event(session, pin_row, post))
+            hosts = self.hosts(session, chat.id)  # type: ignore[arg-type]
+            return post_json(post, is_host=self.is_host(post, hosts)), frames
+
+        return await self.write(fn)
+
+    # -- moderation ------------------------------------------------------------------------
+
+    def _pin_event(self, session: Session, pin: Pin, post: Post) -> Frame:
+        hosts = self.hosts(session, pin.chat_id)
+        pdata = post_json(post, is_host=self.is_host(post, hosts))
+        payload = pin_json(pin)
+        return events.append(
+            session,
+            pin.chat_id,
+            "pin",
+            {
+                "pin": payload,
+                "post": pdata,
+                "html": self.presenter.pin_html(payload, pdata),
+                "post_html": self.presenter.post_html(pdata),
+            },
+            post_id=post.id,
+        )
+
+    async def pin(self, slug: str, post_id: int, *, question: bool | None = None) -> dict[str, Any]:
+        """Pin a post (idempotent: pinning a pinned post changes nothing)."""
+
+        def fn(session: Session) -> tuple[dict[str, Any], list[Frame]]:
+            chat = self.chat_by_slug(session, slug)
+            post = self._post_in_chat(session, chat.id, post_id)  # type: ignore[arg-type]
+            current = self._current_pin(session, chat.id, post_id)  # type: ignore[arg-type]
+            if current is not None:
+                return pin_json(current), []
+            is_q = question if question is not None else post.question_number is not None
+            pin = Pin(chat_id=chat.id, post_id=post_id, is_question=is_q)  # type: ignore[arg-type]
+            session.add(pin)
+            session.flush()
+            return pin_json(pin), [self._pin_event(session, pin, post)]
+
+        return await self.write(fn)
+
+    @staticmethod
+    def _current_pin(session: Session, chat_id: int, post_id: int) -> Pin | None:
+        return (
+            session.execute(
+                select(Pin).where(
+                    Pin.chat_id == chat_id,  # type: ignore[arg-type]
+                    Pin.post_id == post_id,  # type: ignore[arg-type]
+                    Pin.unpinned_at.is_(None),  # type: ignore[union-attr]
+                )
+            )
+            .scalars()
+            .first()
+        )
+
+    async def unpin(self, slug: str, post_id: int) -> bool:
+        """Unpin; False when the post was not pinned. The pin row stays as history."""
+
+        def fn(session: Session) -> tuple[bool, list[Frame]]:
+            chat = self.chat_by_slug(session, slug)
+            pin = self._current_pin(session, chat.id, post_id)  # type: ignore[arg-type]
+            if pin is None:
+                return False, []
+            pin.unpinned_at = utcnow()
+            session.add(pin)
+            frame = events.append(
+                session,
+                chat.id,  # type: ignore[arg-type]
+                "unpin",
+                {"pin": pin_json(pin), "post_id": post_id},
+                post_id=post_id,
+            )
+            return True, [frame]
+
+        return await self.write(fn)
+
+    async def set_hidden(self, slug: str, post_id: int, hidden: bool) -> bool:
+        """Hide (or show again) a post room-wide. False when nothing changed."""
+
+        def fn(session: Session) -> tuple[bool, list[Frame]]:
+            chat = self.chat_by_slug(session, slug)
+            post = self._post_in_chat(session, chat.id, post_id)  # type: ignore[arg-type]
+            if post.hidden == hidden:
+                return False, []
+            post.hidden = hidden
+            session.add(post)
+            session.flush()
+            if hidden:
+                frame = events.append(
+                    session, chat.id, "hide", {"post_id": post_id}, post_id=post_id
+                )  # type: ignore[arg-type]
+            else:
+                frame = self._post_event(session, "unhide", post, self.hosts(session, chat.id))  # type: ignore[arg-type]
+            return True, [frame]
+
+        return await self.write(fn)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def snapshot(self, slug_or_id: str | int, limit: int | None = None) -> Snapshot:
+        """The room's latest visible posts and pins, with the offset they reflect.
+
+        The head offset is read *before* the rows, so the snapshot may include a change newer
+        than its offset; clients apply events idempotently, so that change arriving again
+        live is harmless, whereas reading it the other way round could lose one.
+        """
+        n = limit or self.settings.snapshot_posts
+
+        def fn(session: Session) -> Snapshot:
+            if isinstance(slug_or_id, int):
+                chat = session.get(Chat, slug_or_id)
+                if chat is None:
+                    raise NotFound("chat is gone")
+            else:
+                chat = self.chat_by_slug(session, slug_or_id)
+            offset, epoch = events.head(session, chat.id)  # type: ignore[arg-type]
+            hosts = self.hosts(session, chat.id)  # type: ignore[arg-type]
+            posts = (
+                session.execute(
+                    select(Post)
+                    .where(Post.chat_id == chat.id, *_visible())  # type: ignore[arg-type]
+                    .order_by(Post.id.desc())  # type: ignore[union-attr]
+                    .limit(n)
+                )
+                .scalars()
+                .all()
+            )
+            pins, past = self._pins(session, chat.id, hosts)  # type: ignore[arg-type]
+            return Snapshot(
+                offset=offset,
+                epoch=epoch,
+                posts=[self.present(p, hosts) for p in posts],
+                pins=pins,
+                past_questions=past,
+            )
+
+        return await self.read(fn)
+
+    def _pins(
+        self, session: Session, chat_id: int, hosts: set[str]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        rows = session.execute(
+            select(Pin, Post)
+            .join(Post, Post.id == Pin.post_id)  # type: ignore[arg-type]
+            .where(Pin.chat_id == chat_id, Post.deleted.is_(False))  # type: ignore[arg-type, attr-defined]
+            .order_by(Pin.pinned_at)  # type: ignore[arg-type]
+        ).all()
+        current, past = [], []
+        for pin, post in rows:
+            pdata = post_json(post, is_host=self.is_host(post, hosts))
+            payload = pin_json(pin)
+            item = {"pin": payload, "post": pdata, "html": self.presenter.pin_html(payload, pdata)}
+            if pin.unpinned_at is None and not post.hidden:
+                current.append(item)
+            if pin.is_question:
+                past.append(item)
+        return current, past
+
+    async def events_after(self, slug: str, after: int, limit: int) -> tuple[Chat, list[Frame]]:
+        def fn(session: Session) -> tuple[Chat, list[Frame]]:
+            chat = self.chat_by_slug(session, slug)
+            return chat, events.read_after(session, chat.id, after, limit)  # type: ignore[arg-type]
+
+        return await self.read(fn)
+
+    async def get_chat(self, slug: str) -> Chat:
+        return await self.read(lambda s: self.chat_by_slug(s, slug))
+
+    async def list_chats(self) -> list[dict[str, Any]]:
+        def fn(session: Session) -> list[dict[str, Any]]:
+            stats = (
+                select(
+                    Post.chat_id,
+                    func.count(Post.id).label("n"),
+                    func.max(Post.created_at).label("last"),
+                )
+                .where(*_visible())
+                .group_by(Post.chat_id)
+                .subquery()
+            )
+            rows = session.execute(
+                select(Chat, stats.c.n, stats.c.last)
+                .outerjoin(stats, stats.c.chat_id == Chat.id)
+                .order_by(Chat.created_at.desc())  # type: ignore[union-attr]
+            ).all()
+            return [chat_json(c, n or 0, last) for c, n, last in rows]
+
+        return await self.read(fn)
+
+    async def source_cursor(self, source_id: int) -> str | None:
+        def fn(session: Session) -> str | None:
+            source = session.get(Source, source_id)
+            if source is None:
+                raise NotFound(f"source {source_id} is gone")
+            return source.cursor
+
+        return await self.read(fn)
+
+    async def sources(self) -> list[tuple[Source, Chat]]:
+        def fn(session: Session) -> list[tuple[Source, Chat]]:
+            rows = session.execute(
+                select(Source, Chat)
+                .join(Chat, Chat.id == Source.chat_id)  # type: ignore[arg-type]
+                .where(Source.enabled.is_(True))  # type: ignore[attr-defined]
+            ).all()
+            return [(s, c) for s, c in rows]
+
+        return await self.read(fn)
+
+    async def event_count(self, chat_id: int) -> int:
+        return await self.read(
+            lambda s: (
+                s.execute(select(func.count(Event.id)).where(Event.chat_id == chat_id)).scalar()  # type: ignore[arg-type]
+                or 0
+            )
+        )
+
+
+def chat_json(
+    chat: Chat, post_count: int = 0, last_post_at: datetime | None = None
+) -> dict[str, Any]:
+    from .present import iso
+
+    schedule = None
+    if chat.schedule_start:
+        schedule = {
+            "start": chat.schedule_start,
+            "timezone": chat.schedule_timezone,
+            "duration_minutes": chat.schedule_duration_minutes,
+            "rrule": chat.schedule_rrule,
+        }
+    return {
+        "slug": chat.slug,
+        "hashtag": chat.hashtag,
+        "title": chat.title,
+        "description": chat.description,
+        "network": chat.network,
+        "epoch": chat.epoch,
+        "offset": chat.last_offset,
+        "created_at": iso(chat.created_at),
+        "post_count": post_count,
+        "last_post_at": iso(last_post_at),
+        "schedule": schedule,
+    }
+
+
+def _visible() -> tuple[Any, ...]:
+    return (
+        Post.hidden.is_(False),  # type: ignore[attr-defined]
+        Post.deleted.is_(False),  # type: ignore[attr-defined]
+        Post.held.is_(False),  # type: ignore[attr-defined]
+    )
+
+
+def _edited_later(fresh: Post, existing: Post) -> bool:
+    if fresh.edited_at is None:
+        return False
+    if existing.edited_at is None:
+        return True
+    a, b = fresh.edited_at, existing.edited_at
+    if a.tzinfo is None:
+        a = a.replace(tzinfo=UTC)
+    if b.tzinfo is None:
+        b = b.replace(tzinfo=UTC)
+    return a > b
+
+
+def _http_only(url: str | None) -> str | None:
+    """Keep only http(s) URLs from remote data (no javascript:, data:, …)."""
+    if url and url.lower().startswith(("https://", "http://")) and len(url) <= 1000:
+        return url
+    return None
+
+
+def _clean_quote(quote: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not quote:
+        return None
+    return {
+        "url": _http_only(quote.get("url")),
+        "author": str(quote.get("author") or "")[:300],
+        "text": str(quote.get("text") or "")[:3000],
+    }
+
+
+def _native_handle(author: str) -> str:
+    return "@" + (re.sub(r"[^\w]+", "", author.casefold())[:30] or "guest")

@@ -1,0 +1,263 @@
+"""The JSON API: chats, posts, events, pins, questions, hiding."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from pydantic import BaseModel, Field, field_validator
+
+from .. import text
+from ..deps import CsrfDep, IngestDep, ModeratorDep, RoomsDep, SettingsDep
+from ..rooms import Invalid, NotFound, SourceSpec, chat_json
+
+router = APIRouter(prefix="/api", tags=["api"])
+
+CREATABLE_NETWORKS = {"native"}
+
+
+class SourceIn(BaseModel):
+    """A place to follow the chat's hashtag (network-specific fields are checked there)."""
+
+    model_config = {"extra": "allow"}
+    network: str = Field(max_length=20)
+
+
+class ChatIn(BaseModel):
+    hashtag: str = Field(min_length=1, max_length=101, examples=["EdChat"])
+    title: str = Field(min_length=1, max_length=200)
+    description: str = Field("", max_length=2000)
+    network: str = Field("native", max_length=20)
+    sources: list[SourceIn] | None = Field(None, max_length=10)
+    schedule: dict[str, Any] | None = None
+
+    @field_validator("hashtag")
+    @classmethod
+    def _tag(cls, v: str) -> str:
+        return text.normalize_hashtag(v)
+
+    @field_validator("title")
+    @classmethod
+    def _title(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("title is empty")
+        return v.strip()
+
+
+class PostIn(BaseModel):
+    text: str = Field(max_length=5000)
+    author: str = Field("", max_length=60)
+    in_reply_to: int | None = None
+    account_id: int | None = None
+
+
+class QuestionIn(BaseModel):
+    text: str = Field(max_length=5000)
+    author: str = Field("Host", max_length=60)
+
+
+def _http_error(exc: Exception) -> HTTPException:
+    if isinstance(exc, NotFound):
+        return HTTPException(404, str(exc))
+    return HTTPException(422, str(exc))
+
+
+def moderator_url(request: Request, settings: Any, slug: str, key: str) -> str:
+    base = settings.public_url.rstrip("/") or str(request.base_url).rstrip("/")
+    return f"{base}/c/{slug}?key={key}"
+
+
+async def create_chat_from(
+    body: ChatIn, request: Request, rooms: Any, ingest: Any, settings: Any
+) -> dict[str, Any]:
+    """Shared by the API and the no-script form: validate, create, start its followers."""
+    specs: list[SourceSpec] = []
+    network = body.network
+    builders = request.app.state.source_builders
+    if body.sources:
+        for src in body.sources:
+            builder = builders.get(src.network)
+            if builder is None:
+                raise HTTPException(422, f"sources: network {src.network!r} is not supported here")
+            try:
+                specs.append(await builder(src.model_dump(), body.hashtag))
+            except ValueError as exc:
+                raise HTTPException(422, f"sources: {exc}") from exc
+        network = specs[0].network if network == "native" and specs else network
+    elif network not in CREATABLE_NETWORKS:
+        builder = builders.get(network)
+        if builder is None:
+            raise HTTPException(
+                422,
+                f"network {network!r} is not available; use one of: "
+                + ", ".join(sorted(CREATABLE_NETWORKS | set(builders))),
+            )
+        try:
+            specs.append(await builder({"network": network}, body.hashtag))
+        except ValueError as exc:
+            raise HTTPException(422, f"network: {exc}") from exc
+    schedule = None
+    if body.schedule is not None:
+        schedule = await request.app.state.validate_schedule(body.schedule)
+    try:
+        chat, key, sources = await rooms.create_chat(
+            hashtag=body.hashtag,
+            title=body.title,
+            description=body.description,
+            network=network,
+            sources=specs,
+            schedule=schedule,
+        )
+    except (Invalid, ValueError) as exc:
+        raise HTTPException(422, str(exc)) from exc
+    for source in sources:
+        ingest.start(source, chat)
+    return {
+        "slug": chat.slug,
+        "moderator_key": key,
+        "moderator_url": moderator_url(request, settings, chat.slug, key),
+        "chat": chat_json(chat),
+    }
+
+
+@router.get("/chats", summary="List chats")
+async def list_chats(rooms: RoomsDep) -> list[dict[str, Any]]:
+    return await rooms.list_chats()
+
+
+@router.post(
+    "/chats",
+    status_code=201,
+    summary="Create a chat",
+    description="Returns the chat's `slug` and its `moderator_key` — the key is shown only here.",
+    dependencies=[CsrfDep],
+)
+async def create_chat(
+    body: ChatIn, request: Request, rooms: RoomsDep, ingest: IngestDep, settings: SettingsDep
+) -> dict[str, Any]:
+    result = await create_chat_from(body, request, rooms, ingest, settings)
+    mods = set(request.session.get("mod", []))
+    if request.app.state.session_cookie in request.cookies:
+        mods.add(result["slug"])
+        request.session["mod"] = sorted(mods)
+    return result
+
+
+@router.get("/chats/{slug}", summary="A chat and its current pins")
+async def get_chat(slug: str, rooms: RoomsDep) -> dict[str, Any]:
+    try:
+        snap = await rooms.snapshot(slug, limit=1)
+        chat = await rooms.get_chat(slug)
+    except NotFound as exc:
+        raise _http_error(exc) from exc
+    return {
+        "chat": chat_json(chat),
+        "pins": [{"pin": p["pin"], "post": p["post"]} for p in snap.pins],
+        "past_questions": [{"pin": p["pin"], "post": p["post"]} for p in snap.past_questions],
+    }
+
+
+@router.get("/chats/{slug}/posts", summary="Latest visible posts, newest first")
+async def latest_posts(
+    slug: str, rooms: RoomsDep, limit: int = Query(50, ge=1, le=500)
+) -> dict[str, Any]:
+    try:
+        snap = await rooms.snapshot(slug, limit=limit)
+    except NotFound as exc:
+        raise _http_error(exc) from exc
+    return {"offset": snap.offset, "epoch": snap.epoch, "posts": [p["post"] for p in snap.posts]}
+
+
+@router.get("/chats/{slug}/events", summary="Events after an offset, in order")
+async def list_events(
+    slug: str,
+    rooms: RoomsDep,
+    after: int = Query(0, ge=0),
+    limit: int = Query(100, ge=1, le=1000),
+) -> dict[str, Any]:
+    try:
+        chat, frames = await rooms.events_after(slug, after, limit)
+    except NotFound as exc:
+        raise _http_error(exc) from exc
+    return {
+        "epoch": chat.epoch,
+        "head": chat.last_offset,
+        "events": [json.loads(f.text) for f in frames],
+    }
+
+
+@router.post(
+    "/chats/{slug}/posts",
+    status_code=201,
+    summary="Post in a room",
+    description="The chat's hashtag is appended unless the text already has it as a whole tag.",
+    dependencies=[CsrfDep],
+)
+async def create_post(slug: str, body: PostIn, request: Request, rooms: RoomsDep) -> dict[str, Any]:
+    if body.account_id is not None:
+        publish = request.app.state.publish_via_account
+        if publish is None:
+            raise HTTPException(422, "account_id: posting through network accounts is not set up")
+        return await publish(request, slug, body)
+    author = body.author or request.session.get("name", "")
+    try:
+        post = await rooms.add_native_post(slug, body.text, author, body.in_reply_to)
+    except (NotFound, Invalid, ValueError) as exc:
+        raise _http_error(exc) from exc
+    if request.app.state.session_cookie in request.cookies:
+        request.session["name"] = " ".join(author.split())
+    return post
+
+
+@router.put("/chats/{slug}/pins/{post_id}", summary="Pin a post (moderators)")
+async def pin_post(slug: str, post_id: int, rooms: RoomsDep, _mod: ModeratorDep) -> dict[str, Any]:
+    try:
+        return {"pin": await rooms.pin(slug, post_id)}
+    except NotFound as exc:
+        raise _http_error(exc) from exc
+
+
+@router.delete("/chats/{slug}/pins/{post_id}", status_code=204, summary="Unpin a post (moderators)")
+async def unpin_post(slug: str, post_id: int, rooms: RoomsDep, _mod: ModeratorDep) -> Response:
+    try:
+        changed = await rooms.unpin(slug, post_id)
+    except NotFound as exc:
+        raise _http_error(exc) from exc
+    if not changed:
+        raise HTTPException(404, f"post {post_id} is not pinned")
+    return Response(status_code=204)
+
+
+@router.post(
+    "/chats/{slug}/questions",
+    status_code=201,
+    summary="Post a host question and pin it (moderators)",
+)
+async def ask_question(
+    slug: str, body: QuestionIn, rooms: RoomsDep, _mod: ModeratorDep
+) -> dict[str, Any]:
+    try:
+        return await rooms.ask_question(slug, body.text, body.author or "Host")
+    except (NotFound, Invalid, ValueError) as exc:
+        raise _http_error(exc) from exc
+
+
+@router.put("/chats/{slug}/hidden/{post_id}", summary="Hide a post room-wide (moderators)")
+async def hide_post(slug: str, post_id: int, rooms: RoomsDep, _mod: ModeratorDep) -> dict[str, Any]:
+    try:
+        changed = await rooms.set_hidden(slug, post_id, True)
+    except NotFound as exc:
+        raise _http_error(exc) from exc
+    return {"post_id": post_id, "hidden": True, "changed": changed}
+
+
+@router.delete("/chats/{slug}/hidden/{post_id}", summary="Show a hidden post again (moderators)")
+async def unhide_post(
+    slug: str, post_id: int, rooms: RoomsDep, _mod: ModeratorDep
+) -> dict[str, Any]:
+    try:
+        changed = await rooms.set_hidden(slug, post_id, False)
+    except NotFound as exc:
+        raise _http_error(exc) from exc
+    return {"post_id": post_id, "hidden": False, "changed": changed}

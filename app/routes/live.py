@@ -1,0 +1,149 @@
+"""``WS /api/chats/{slug}/live``: replay after the client's offset, then live, no gap, no dup.
+
+Order matters: the client is subscribed to the hub *first* (frames buffer in its backlog),
+then history is read from the database and sent, then the backlog is drained, dropping
+offsets already sent. A frame committed while we were reading is thus either in the history
+or in the backlog — never in neither.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from .. import events
+from ..events import encode
+from ..hub import Subscriber
+from ..models import Chat
+from ..rooms import NotFound, Rooms, chat_json
+from ..security import origin_allowed
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+REPLAY_PAGE = 500
+CLOSE_TOO_SLOW = 1013  # "try again later": the client resumes from its offset
+CLOSE_POLICY = 1008
+
+_closers: set[asyncio.Task[None]] = set()  # strong refs to in-flight close calls
+
+
+@router.websocket("/api/chats/{slug}/live")
+async def live(websocket: WebSocket, slug: str) -> None:
+    state = websocket.app.state
+    settings = state.settings
+    rooms: Rooms = state.rooms
+    if not origin_allowed(websocket, settings.public_url, settings.allowed_origins):
+        log.info("refused websocket from foreign origin %s", websocket.headers.get("origin"))
+        await websocket.close(code=CLOSE_POLICY, reason="foreign origin")
+        return
+    try:
+        after = _int_param(websocket.query_params.get("after"))
+    except ValueError:
+        await websocket.close(code=CLOSE_POLICY, reason="after must be a non-negative integer")
+        return
+    client_epoch = websocket.query_params.get("epoch")
+    try:
+        chat = await rooms.get_chat(slug)
+    except NotFound:
+        await websocket.close(code=4404, reason="no such chat")
+        return
+
+    await websocket.accept()
+    raw_send = websocket.send
+
+    def send(text: str):  # type: ignore[no-untyped-def]
+        return raw_send({"type": "websocket.send", "text": text})
+
+    def on_drop(sub: Subscriber) -> None:
+        log.info("dropping websocket client of %s: %s", slug, sub.close_reason)
+        task = asyncio.get_running_loop().create_task(
+            _close(websocket, CLOSE_TOO_SLOW, "too slow, resume from your offset")
+        )
+        _closers.add(task)
+        task.add_done_callback(_closers.discard)
+
+    sub = Subscriber(chat.id, send, limit=settings.ws_client_buffer, on_drop=on_drop)  # type: ignore[arg-type]
+    try:
+        with state.hub.subscribe(sub):
+            await _catch_up(rooms, sub, chat.id, after, client_epoch, settings.ws_replay_limit)  # type: ignore[arg-type]
+            await sub.go_live()
+            await _hold(websocket, sub, settings.ws_ping_interval)
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass
+
+
+async def _catch_up(
+    rooms: Rooms,
+    sub: Subscriber,
+    chat_id: int,
+    after: int | None,
+    client_epoch: str | None,
+    replay_limit: int,
+) -> None:
+    head, epoch = await rooms.read(lambda s: events.head(s, chat_id))
+    resumable = (
+        after is not None
+        and (client_epoch is None or client_epoch == epoch)
+        and after <= head
+        and head - after <= replay_limit
+    )
+    if not resumable:
+        snap = await rooms.snapshot(chat_id)
+        chat = await rooms.read(lambda s: chat_json(s.get(Chat, chat_id)))  # type: ignore[arg-type]
+        frame = encode(
+            {
+                "type": "snapshot",
+                "offset": snap.offset,
+                "epoch": snap.epoch,
+                "reset": after is not None,
+                "chat": chat,
+                "posts": snap.posts,
+                "pins": snap.pins,
+                "past_questions": snap.past_questions,
+            }
+        )
+        await sub.send_now(frame, snap.offset)
+        return
+    sub.last_offset = after  # type: ignore[assignment]
+    while True:
+        frames = await rooms.read(
+            lambda s: events.read_after(s, chat_id, sub.last_offset, REPLAY_PAGE)
+        )
+        for frame in frames:
+            await sub.send_now(frame.text, frame.offset)
+        if len(frames) < REPLAY_PAGE:
+            return
+
+
+async def _hold(websocket: WebSocket, sub: Subscriber, ping_interval: float) -> None:
+    """Keep the connection until the client leaves or is dropped; ping when idle."""
+    ping = encode({"type": "ping"})
+    while not sub.closed:
+        try:
+            message = await asyncio.wait_for(websocket.receive(), timeout=ping_interval)
+        except TimeoutError:
+            if not sub.busy and not sub.closed:
+                await websocket.send({"type": "websocket.send", "text": ping})
+            continue
+        if message["type"] == "websocket.disconnect":
+            return
+        # Clients have nothing to say on this socket; anything they send is ignored.
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    try:
+        await asyncio.wait_for(websocket.close(code=code, reason=reason), timeout=10)
+    except Exception:  # already gone, or a stuck reader: the ping timeout reaps it
+        pass
+
+
+def _int_param(value: str | None) -> int | None:
+    if value is None or value == "":
+        return None
+    n = int(value)
+    if n < 0:
+        raise ValueError(value)
+    return n

@@ -1,0 +1,116 @@
+// The home page: relative times on the room list, and "Start a chat" through the JSON API
+// (the form still posts as a plain form without JavaScript).
+
+const version = new URL(import.meta.url).search;
+const { api, copyText, el, keepTimesFresh, markScripted, readError } = await import(`./common.js${version}`);
+
+markScripted();
+keepTimesFresh(document, 30000);
+
+const $ = (id) => document.getElementById(id);
+const form = $("start-form");
+const formError = $("start-error");
+const submit = $("start-submit");
+const created = $("created");
+const FIELDS = ["hashtag", "title", "description", "network"];
+
+function clearErrors() {
+  formError.textContent = "";
+  for (const name of FIELDS) {
+    $(`f-${name}-error`).textContent = "";
+    $(`f-${name}`).removeAttribute("aria-invalid");
+  }
+}
+
+function showErrors(status, data) {
+  const { message, fields } = readError(status, data);
+  let first = null;
+  const loose = [];
+  for (const [name, text] of Object.entries(fields)) {
+    if (!FIELDS.includes(name)) {
+      loose.push(text);
+      continue;
+    }
+    $(`f-${name}-error`).textContent = text;
+    const input = $(`f-${name}`);
+    input.setAttribute("aria-invalid", "true");
+    first = first || input;
+  }
+  formError.textContent = [message, ...loose].filter(Boolean).join(" ");
+  (first || formError).focus?.();
+  if (!first) formError.scrollIntoView({ block: "nearest" });
+}
+
+function addToList(chat) {
+  const list = $("chat-list");
+  if (!list || !chat || !chat.slug) return;
+  list.hidden = false;
+  $("no-chats")?.remove();
+  list.prepend(
+    el(
+      "li",
+      { className: "chat-item", "data-slug": chat.slug },
+      el(
+        "a",
+        { className: "chat-link", href: `/c/${encodeURIComponent(chat.slug)}` },
+        el("span", { className: "chat-title", text: chat.title || chat.hashtag }),
+        " ",
+        el("span", { className: "chat-tag", text: `#${chat.hashtag}` }),
+      ),
+      chat.description ? el("p", { className: "chat-desc", text: chat.description }) : null,
+      el("p", { className: "chat-stats", text: "New room" }),
+    ),
+  );
+}
+
+function showCreated(data) {
+  const roomUrl = `/c/${encodeURIComponent(data.slug)}`;
+  const modUrl = new URL(data.moderator_url || roomUrl, location.origin).href;
+  $("created-key").textContent = data.moderator_key || "";
+  $("created-url").value = modUrl;
+  $("created-mod-link").href = modUrl;
+  $("created-room-link").href = roomUrl;
+  $("copy-status").textContent = "";
+  form.hidden = true;
+  created.hidden = false;
+  created.focus();
+}
+
+$("copy-url").addEventListener("click", async () => {
+  const input = $("created-url");
+  const copied = await copyText(input.value, input);
+  $("copy-status").textContent = copied ? "Link copied." : "Selected — copy it with your device's copy command.";
+});
+
+form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  if (submit.getAttribute("aria-disabled") === "true") return; // already sending
+  clearErrors();
+  const value = (name) => form.elements[name].value.trim();
+  const payload = {
+    hashtag: value("hashtag").replace(/^#/, ""),
+    title: value("title"),
+    description: value("description"),
+    network: value("network"),
+  };
+  if (!payload.hashtag || !payload.title) {
+    const fields = {};
+    if (!payload.hashtag) fields.hashtag = "Enter the hashtag, without spaces.";
+    if (!payload.title) fields.title = "Give the room a title.";
+    showErrors(422, { detail: Object.entries(fields).map(([k, msg]) => ({ loc: ["body", k], msg })) });
+    return;
+  }
+  // aria-disabled, not disabled, so keyboard focus stays on the button.
+  submit.setAttribute("aria-disabled", "true");
+  submit.textContent = "Starting…";
+  const response = await api("POST", "/api/chats", payload);
+  submit.removeAttribute("aria-disabled");
+  submit.textContent = "Start the chat";
+  if (response.ok && response.data && response.data.slug) {
+    addToList(response.data.chat || { ...payload, slug: response.data.slug });
+    showCreated(response.data);
+    form.reset();
+    return;
+  }
+  showErrors(response.status, response.data);
+});

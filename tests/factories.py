@@ -1,0 +1,72 @@
+"""Builders for test data through the public API, and a small websocket client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+
+
+async def create_chat(base: str, hashtag: str = "edchat", **extra: Any) -> dict[str, Any]:
+    body = {"hashtag": hashtag, "title": f"#{hashtag} test", "network": "native", **extra}
+    async with httpx.AsyncClient(base_url=base) as http:
+        r = await http.post("/api/chats", json=body)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+async def post(
+    base: str, slug: str, text: str, author: str = "Tess", in_reply_to: int | None = None
+) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=base) as http:
+        r = await http.post(
+            f"/api/chats/{slug}/posts",
+            json={"text": text, "author": author, "in_reply_to": in_reply_to},
+        )
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+class LiveClient:
+    """A websocket client of one room that records every frame it receives."""
+
+    def __init__(self, conn: ClientConnection) -> None:
+        self.conn = conn
+        self.frames: list[dict[str, Any]] = []
+
+    @classmethod
+    async def open(
+        cls, ws_base: str, slug: str, origin: str | None = None, **params: Any
+    ) -> LiveClient:
+        query = "&".join(f"{k}={v}" for k, v in params.items() if v is not None)
+        url = f"{ws_base}/api/chats/{slug}/live" + (f"?{query}" if query else "")
+        origin = origin or ws_base.replace("ws://", "http://")
+        conn = await connect(url, origin=origin, max_size=None)  # type: ignore[arg-type]
+        return cls(conn)
+
+    async def next(self, timeout: float = 5.0) -> dict[str, Any]:
+        """The next non-ping frame."""
+        while True:
+            frame = json.loads(await asyncio.wait_for(self.conn.recv(), timeout))
+            if frame["type"] != "ping":
+                self.frames.append(frame)
+                return frame
+
+    async def until(self, predicate: Any, timeout: float = 10.0) -> dict[str, Any]:
+        """Read frames until one satisfies ``predicate``; return it."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise TimeoutError(
+                    f"no matching frame; got types {[f['type'] for f in self.frames]}"
+                )
+            frame = await self.next(remaining)
+            if predicate(frame):
+                return frame
+
+    async def close(self) -> None:
+        await self.conn.close()

@@ -1,0 +1,252 @@
+"""The live room against a real server: fan-out, resume, moderation, origins, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from app.networks.demo import load_transcript
+from tests.factories import LiveClient, create_chat, post
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_two_clients_receive_a_post_made_through_the_api(server):
+    """Both connected clients get the same post frame, with the hashtag appended."""
+    chat = await create_chat(server.url)
+    a = await LiveClient.open(server.ws_url, chat["slug"])
+    b = await LiveClient.open(server.ws_url, chat["slug"])
+    assert (await a.next())["type"] == "snapshot"
+    assert (await b.next())["type"] == "snapshot"
+    made = await post(server.url, chat["slug"], "Hello room")
+    assert made["text"] == "Hello room #edchat"
+    fa = await a.until(lambda f: f["type"] == "post")
+    fb = await b.until(lambda f: f["type"] == "post")
+    assert fa == fb
+    assert fa["post"]["id"] == made["id"] and fa["offset"] == 1
+    assert fa["epoch"] == chat["chat"]["epoch"]
+    assert 'id="post-' in fa["html"]
+    await a.close()
+    await b.close()
+
+
+async def test_resume_after_offset_gets_exactly_the_missed_events(server):
+    """A client reconnecting with `after` receives every missed event once, in order,
+    including events committed while it was connecting, then live ones."""
+    chat = await create_chat(server.url)
+    slug = chat["slug"]
+    first = await LiveClient.open(server.ws_url, slug)
+    await first.next()
+    for i in range(3):
+        await post(server.url, slug, f"before {i}")
+    seen = [await first.until(lambda f: f["type"] == "post") for _ in range(3)]
+    last = seen[-1]["offset"]
+    await first.close()
+
+    for i in range(5):
+        await post(server.url, slug, f"missed {i}")
+
+    # Keep writing while the client connects, so some events land between its subscription
+    # and its read of history.
+    async def writer() -> None:
+        for i in range(20):
+            await post(server.url, slug, f"racing {i}")
+
+    writing = asyncio.create_task(writer())
+    again = await LiveClient.open(server.ws_url, slug, after=last, epoch=chat["chat"]["epoch"])
+    await writing
+    await post(server.url, slug, "after all")
+    frames = []
+    while True:
+        frame = await again.next()
+        frames.append(frame)
+        if frame["type"] == "post" and frame["post"]["text"].startswith("after all"):
+            break
+    offsets = [f["offset"] for f in frames]
+    assert [f["type"] for f in frames] == ["post"] * len(frames)
+    assert offsets == list(range(last + 1, last + 1 + len(frames))), offsets
+    assert len(frames) == 5 + 20 + 1
+    await again.close()
+
+
+async def test_other_epoch_or_far_behind_gets_a_reset_snapshot(make_server):
+    """An unknown epoch, or an offset too far behind, yields a snapshot flagged reset."""
+    server = make_server(HASHROOM_WS_REPLAY_LIMIT="3")
+    chat = await create_chat(server.url)
+    slug = chat["slug"]
+    for i in range(5):
+        await post(server.url, slug, f"p{i}")
+    stale = await LiveClient.open(server.ws_url, slug, after=1, epoch="not-this-one")
+    snap = await stale.next()
+    assert snap["type"] == "snapshot" and snap["reset"] is True and snap["offset"] == 5
+    assert [p["post"]["text"] for p in snap["posts"]][0] == "p4 #edchat"
+    behind = await LiveClient.open(server.ws_url, slug, after=1, epoch=chat["chat"]["epoch"])
+    snap = await behind.next()
+    assert snap["type"] == "snapshot" and snap["reset"] is True
+    near = await LiveClient.open(server.ws_url, slug, after=3, epoch=chat["chat"]["epoch"])
+    assert [(await near.next())["offset"] for _ in range(2)] == [4, 5]
+    for c in (stale, behind, near):
+        await c.close()
+
+
+async def test_moderator_pin_and_hide_reach_every_client(server):
+    """Pins and hides made with the moderator key are pushed to all clients."""
+    chat = await create_chat(server.url)
+    slug, key = chat["slug"], chat["moderator_key"]
+    a = await LiveClient.open(server.ws_url, slug)
+    b = await LiveClient.open(server.ws_url, slug)
+    await a.next()
+    await b.next()
+    target = await post(server.url, slug, "pin me")
+    auth = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=server.url, headers=auth) as http:
+        assert (await http.put(f"/api/chats/{slug}/pins/{target['id']}")).status_code == 200
+        assert (await http.put(f"/api/chats/{slug}/hidden/{target['id']}")).status_code == 200
+        q = await http.post(f"/api/chats/{slug}/questions", json={"text": "Q1: What brings you?"})
+        assert q.status_code == 201
+        assert q.json()["text"] == "Q1: What brings you? #edchat"
+        snapshot = (await http.get(f"/api/chats/{slug}")).json()
+    for client in (a, b):
+        pin = await client.until(lambda f: f["type"] == "pin")
+        assert pin["post"]["id"] == target["id"]
+        hide = await client.until(lambda f: f["type"] == "hide")
+        assert hide["post_id"] == target["id"]
+        qpin = await client.until(lambda f: f["type"] == "pin")
+        assert qpin["pin"]["is_question"] is True and qpin["post"]["question"] == 1
+    assert [p["post"]["question"] for p in snapshot["pins"]] == [1]  # the hidden one is gone
+    await a.close()
+    await b.close()
+
+
+async def test_moderator_actions_refused_without_or_with_a_wrong_key(server):
+    """No key → 401, another chat's key → 403; nothing changes."""
+    one = await create_chat(server.url, "one")
+    two = await create_chat(server.url, "two")
+    target = await post(server.url, one["slug"], "x")
+    url = f"/api/chats/{one['slug']}/pins/{target['id']}"
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        assert (await http.put(url)).status_code == 401
+        wrong = {"Authorization": f"Bearer {two['moderator_key']}"}
+        r = await http.put(url, headers=wrong)
+        assert r.status_code == 403 and "does not belong" in r.json()["detail"]
+        r = await http.put(f"/api/chats/{one['slug']}/hidden/{target['id']}", headers=wrong)
+        assert r.status_code == 403
+        r = await http.post(f"/api/chats/{one['slug']}/questions", json={"text": "Q9: no"})
+        assert r.status_code == 401
+        state = (await http.get(f"/api/chats/{one['slug']}")).json()
+        events = (await http.get(f"/api/chats/{one['slug']}/events")).json()
+    assert state["pins"] == []
+    assert [e["type"] for e in events["events"]] == ["post"]
+
+
+async def test_foreign_origin_is_refused(server):
+    """A websocket upgrade from another site's page is rejected before any data flows."""
+    chat = await create_chat(server.url)
+    with pytest.raises((InvalidStatus, ConnectionClosed)):
+        c = await LiveClient.open(server.ws_url, chat["slug"], origin="https://evil.example")
+        await c.next()
+
+
+async def test_bad_posts_get_clear_errors_and_store_nothing(server):
+    """Empty, over-limit and unknown-parent posts are refused with a message; nothing stored."""
+    chat = await create_chat(server.url)
+    slug = chat["slug"]
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        r = await http.post(f"/api/chats/{slug}/posts", json={"text": "   ", "author": "A"})
+        assert r.status_code == 422 and "empty" in r.json()["detail"]
+        r = await http.post(f"/api/chats/{slug}/posts", json={"text": "x" * 495, "author": "A"})
+        assert r.status_code == 422 and "limit is 500" in r.json()["detail"]
+        r = await http.post(f"/api/chats/{slug}/posts", json={"text": "hi", "author": ""})
+        assert r.status_code == 422 and "display name" in r.json()["detail"]
+        r = await http.post(
+            f"/api/chats/{slug}/posts", json={"text": "hi", "author": "A", "in_reply_to": 999}
+        )
+        assert r.status_code == 404
+        r = await http.post("/api/chats", json={"hashtag": "#no spaces", "title": "t"})
+        assert r.status_code == 422 and "hashtag" in r.json()["detail"]
+        r = await http.post(f"/api/chats/{slug}/posts", content=b"{not json")
+        assert r.status_code == 422
+        events = (await http.get(f"/api/chats/{slug}/events")).json()
+    assert events["events"] == [] and events["head"] == 0
+
+
+async def test_reply_carries_in_reply_to_and_grapheme_limit(server):
+    """A reply links to its parent; 500 graphemes of emoji (not code points) fit."""
+    chat = await create_chat(server.url)
+    slug = chat["slug"]
+    parent = await post(server.url, slug, "Q1: favourite tool?", author="Host")
+    reply = await post(server.url, slug, "A1 a trowel", author="Ann", in_reply_to=parent["id"])
+    assert reply["in_reply_to"] == {"id": parent["id"], "handle": "@host"}
+    family = "👨‍👩‍👧‍👦"  # one grapheme, seven code points
+    text = family * (500 - len(" #edchat"))
+    made = await post(server.url, slug, text)
+    assert made["text"].endswith(" #edchat")
+
+
+async def test_restart_resumes_the_ingester_without_gap_or_duplicate(make_server):
+    """Stop the server mid-replay; after restart the demo continues from the stored cursor."""
+    server = make_server(HASHROOM_DEMO_ENABLED="true", HASHROOM_DEMO_SPEED="40")
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        for _ in range(100):
+            head = (await http.get("/api/chats/demo/events?limit=1")).json()["head"]
+            if head >= 20:
+                break
+            await asyncio.sleep(0.1)
+    server.kill()  # a crash: no graceful shutdown
+    server.start()
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        for _ in range(100):
+            page = (await http.get("/api/chats/demo/events?limit=1000")).json()
+            if page["head"] >= head + 20:
+                break
+            await asyncio.sleep(0.1)
+        health = (await http.get("/healthz")).json()
+    posts = [e["post"] for e in page["events"] if e["type"] == "post"]
+    ids = [p["remote_id"] for p in posts]
+    assert len(ids) == len(set(ids)), "a post was stored twice"
+    transcript = load_transcript()
+    expected = []
+    for i, entry in enumerate(transcript.posts[: len(ids)]):
+        if entry.repost_of is None:
+            expected.append(f"demo:0:{i}")
+        else:
+            by = transcript.authors[entry.by].handle.casefold()
+            expected.append(f"demo:0:{entry.repost_of}#repost:{by}")
+    assert ids == expected, "the replay skipped or repeated posts"
+    assert [e["offset"] for e in page["events"]] == list(range(1, len(page["events"]) + 1))
+    assert health["ingesters"][0]["state"] in ("replaying", "starting")
+
+
+async def test_slow_client_is_dropped_without_slowing_others(make_server):
+    """A client that stops reading is disconnected (1013) once its backlog overflows;
+    a reading client keeps receiving every frame in order."""
+    server = make_server(
+        HASHROOM_DEMO_ENABLED="true", HASHROOM_DEMO_SPEED="400", HASHROOM_WS_CLIENT_BUFFER="16"
+    )
+    fast = await LiveClient.open(server.ws_url, "demo")
+    snap = await fast.next()
+    from websockets.asyncio.client import connect
+
+    stalled = await connect(
+        f"{server.ws_url}/api/chats/demo/live", origin=server.url, max_queue=1, max_size=None
+    )
+    # Never read from `stalled`: its TCP buffers fill, then its server-side backlog overflows.
+    offsets = [snap["offset"]]
+    while len(offsets) < 1500:
+        offsets.append((await fast.until(lambda f: f["type"] == "post"))["offset"])
+    assert offsets[1:] == list(range(offsets[1], offsets[1] + len(offsets) - 1))
+    closed_code = None
+    try:
+        async with asyncio.timeout(20):
+            while True:
+                await stalled.recv()
+    except ConnectionClosed as exc:
+        closed_code = exc.rcvd.code if exc.rcvd else None
+    assert closed_code == 1013
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        health = (await http.get("/healthz")).json()
+    assert health["clients"] == 1
+    await fast.close()
