@@ -23,7 +23,10 @@ from .ingest import FollowerFactory, IngestManager
 from .models import Chat, Source
 from .present import Presenter
 from .rooms import DEMO_SLUG, Rooms, demo_moderator_key
-from .routes import api, health, live, pages
+from .publishing import Accounts, Publisher
+from .routes import accounts, api, health, live, pages
+from .security import Vault
+from .sources import install_all
 from .tasks import Supervisor
 from .templating import STATIC_DIR, make_templates
 
@@ -92,13 +95,10 @@ async def _validate_schedule(raw: dict[str, Any]) -> dict[str, Any]:
     except ValueError as exc:
         from fastapi import HTTPException
 
-        raise HTTPException(422, f"schedule: {exc}") from exc
-    return {
-        "start": raw.get("start"),
-        "timezone": schedule.timezone,
-        "duration_minutes": schedule.duration_minutes,
-        "rrule": schedule.rrule,
-    }
+        raise HTTPException(
+            422, str(exc) if str(exc).startswith("schedule") else f"schedule.{exc}"
+        ) from exc
+    return schedule.to_api()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -127,6 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.supervisor = supervisor
         app.state.ingest = ingest
         app.state.http = http
+        app.state.accounts = Accounts(rooms, app.state.vault, app.state.publishers)
         for hook in app.state.startup_hooks:
             await hook(app)
         if settings.demo_enabled:
@@ -159,9 +160,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.templates = make_templates()
     app.state.session_cookie = SESSION_COOKIE
     app.state.source_builders = {}
-    app.state.publish_via_account = None
+    app.state.vault = Vault(settings.secret_key)
+    app.state.publishers: dict[str, Publisher] = {}
+    app.state.accounts = None
+    app.state.publish_via_account = accounts.publish_via_account
     app.state.validate_schedule = _validate_schedule
     app.state.startup_hooks = []
+
+    install_all(app, settings)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -192,6 +198,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     app.include_router(health.router)
     app.include_router(api.router)
+    app.include_router(accounts.router)
     app.include_router(live.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

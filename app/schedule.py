@@ -31,7 +31,8 @@ from urllib.parse import urljoin, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import icalendar
-from dateutil.rrule import rrule, rrulestr
+from dateutil.rrule import rrule as DateutilRule
+from dateutil.rrule import rrulestr
 
 __all__ = [
     "ChatCalendarEntry",
@@ -87,10 +88,11 @@ class Session:
 class Schedule:
     """A validated chat schedule. Construction raises :class:`ScheduleError` when invalid.
 
-    ``start`` is the first session's local wall time in ``timezone`` (naive datetime, whole
-    minutes or seconds). ``rrule`` is stored normalised: upper case, no "RRULE:" prefix, or
-    None for a one-off chat. When ``rrule`` is set, ``start`` must be its first occurrence
-    (RFC 5545 leaves a DTSTART outside its rule undefined, and calendar apps disagree on it).
+    ``start`` is the first session's local wall time in ``timezone``: a naive datetime, or a
+    string "YYYY-MM-DDTHH:MM[:SS]" that is parsed (microseconds are dropped). ``rrule`` is
+    stored normalised: upper case, no "RRULE:" prefix, or None for a one-off chat. When
+    ``rrule`` is set, ``start`` must be its first occurrence (RFC 5545 leaves a DTSTART
+    outside its rule undefined, and calendar apps disagree on it).
     """
 
     start: datetime
@@ -174,7 +176,7 @@ class Schedule:
         start = local.replace(tzinfo=self._zone).astimezone(UTC)
         return Session(start=start, end=start + self.duration)
 
-    def _rule(self) -> rrule | None:
+    def _rule(self) -> DateutilRule | None:
         if self._local_rule is None:
             return None
         return rrulestr(self._local_rule, dtstart=self.start)

@@ -389,9 +389,9 @@ def to_html(t: Transcript, css: str) -> str:
     """A complete HTML document needing nothing else: ``css`` inlined in a ``<style>``, no
     scripts (and a CSP forbidding them), every text escaped, post HTML re-sanitized,
     links limited to http(s). Questions with their answers come first, then every post."""
-    # "</style>" inside the stylesheet would end the element early; "<\/" is the same
-    # characters to a CSS parser.
-    style = css.replace("</", "<\\/")
+    # "</style>" inside the stylesheet would end the element early. "<" means nothing in CSS
+    # outside strings, and inside them the escape "\3c " is the same character.
+    style = css.replace("<", "\\3c ")
     parts = [
         "<!doctype html>",
         '<html lang="en">',

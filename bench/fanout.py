@@ -25,6 +25,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -162,7 +163,7 @@ class AppServer:
 
     name = "app"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, round_no: int = 1) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -170,7 +171,7 @@ class AppServer:
         self.log = workdir / "app.log"
         self.env = {
             **os.environ,
-            "DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}",
+            "DATABASE_URL": f"sqlite:///{workdir / f'bench-{round_no}.db'}",
             "HASHROOM_DEMO_ENABLED": "false",
             "HASHROOM_LOG_LEVEL": "WARNING",
             "PORT": str(self.port),
@@ -187,15 +188,28 @@ class AppServer:
         """Migrate, start the app, wait for /healthz, create the chat."""
         with open(self.log, "ab") as log:
             migrate = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "alembic", "upgrade", "head",
-                cwd=ROOT, env=self.env, stdout=log, stderr=log,
-            )  # fmt: skip
+                sys.executable,
+                "-m",
+                "alembic",
+                "upgrade",
+                "head",
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=log,
+            )
             if await migrate.wait() != 0:
                 raise RuntimeError(f"alembic upgrade head failed:\n{tail(self.log)}")
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "app",
-                cwd=ROOT, env=self.env, stdout=log, stderr=log, stdin=asyncio.subprocess.DEVNULL,
-            )  # fmt: skip
+                sys.executable,
+                "-m",
+                "app",
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                stdin=asyncio.subprocess.DEVNULL,
+            )
         self.pid = self.proc.pid
         self.http = httpx.AsyncClient(base_url=self.base, timeout=30.0, trust_env=False)
         deadline = time.monotonic() + HEALTH_DEADLINE
@@ -263,12 +277,19 @@ class RawServer:
         """Start the raw server on a free port and wait for it to listen."""
         with open(self.log, "ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, str(BENCH / "raw_server.py"),
-                "--frame-bytes", str(self.frame_bytes), "--compression", self.compression,
-                "--loop", self.loop,
+                sys.executable,
+                str(BENCH / "raw_server.py"),
+                "--frame-bytes",
+                str(self.frame_bytes),
+                "--compression",
+                self.compression,
+                "--loop",
+                self.loop,
                 *(["--template", str(self.template)] if self.template else []),
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
-            )  # fmt: skip
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log,
+            )
         self.pid = self.proc.pid
         try:
             port = int(await read_tagged(self.proc, "LISTENING", HEALTH_DEADLINE))
@@ -336,14 +357,28 @@ async def measure(server: Server, args: argparse.Namespace, workdir: Path) -> di
             log = workdir / f"{server.name}-clients-{i}.log"
             with open(log, "ab") as err:
                 proc = await asyncio.create_subprocess_exec(
-                    sys.executable, str(BENCH / "ws_clients.py"),
-                    "--url", server.ws_url, "--origin", server.origin,
-                    "--clients", str(share), "--max-seq", str(total_posts + 16),
-                    "--lat-file", str(lat_file), "--drain", str(args.drain),
-                    "--sample-file", str(workdir / f"{server.name}-frame-{i}.json"),
-                    "--connect-timeout", str(args.connect_timeout),
-                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=err,
-                )  # fmt: skip
+                    sys.executable,
+                    str(BENCH / "ws_clients.py"),
+                    "--url",
+                    server.ws_url,
+                    "--origin",
+                    server.origin,
+                    "--clients",
+                    str(share),
+                    "--max-seq",
+                    str(total_posts + 16),
+                    "--lat-file",
+                    str(lat_file),
+                    "--drain",
+                    str(args.drain),
+                    "--sample-file",
+                    str(workdir / f"{server.name}-frame-{i}.json"),
+                    "--connect-timeout",
+                    str(args.connect_timeout),
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=err,
+                )
             clients.append(ClientProcess(proc, lat_file, log))
         connect_began = time.monotonic()
         for c in clients:
@@ -472,6 +507,7 @@ async def measure(server: Server, args: argparse.Namespace, workdir: Path) -> di
 # --------------------------------------------------------------------------- report
 
 COLUMNS = [
+    ("round", "round", "{}"),
     ("server", "server", "{}"),
     ("frames/s", "frames_per_s", "{:,.0f}"),
     ("frames/CPU-s", "frames_per_cpu_s", "{:,.0f}"),
@@ -497,10 +533,26 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row for a server over several rounds: medians, except counts of loss, which add up."""
+    if not rounds:
+        return {}
+    row = dict(rounds[0])
+    for key, value in rounds[0].items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            row[key] = statistics.median(r[key] for r in rounds)
+    row["round"] = "median"
+    for key in ("lost", "duplicates", *ANOMALY_KEYS):
+        row[key] = sum(r[key] for r in rounds)
+    return row
+
+
+ANOMALY_KEYS = ("out_of_order", "late_posts", "unknown_posts", "missing_ts", "reconnects")
+
+
 def anomalies(r: dict[str, Any]) -> list[str]:
     """Counters that should be zero in a healthy run, named when they are not."""
-    keys = ("out_of_order", "late_posts", "unknown_posts", "missing_ts", "reconnects")
-    return [f"{k}={r[k]}" for k in keys if r[k]]
+    return [f"{k}={r[k]}" for k in ANOMALY_KEYS if r[k]]
 
 
 def verdict(app: dict[str, Any], raw: dict[str, Any]) -> tuple[bool, list[str]]:
@@ -508,15 +560,22 @@ def verdict(app: dict[str, Any], raw: dict[str, Any]) -> tuple[bool, list[str]]:
     ratio = app["frames_per_cpu_s"] / raw["frames_per_cpu_s"]
     factor = app["p99_ms"] / raw["p99_ms"] if raw["p99_ms"] > 0 else float("inf")
     checks = [
-        (ratio >= TARGET_CPU_RATIO, f"frames per CPU-second app/raw = {ratio:.2f} "
-         f"(target ≥ {TARGET_CPU_RATIO})"),
-        (factor <= TARGET_P99_FACTOR, f"p99 app/raw = {factor:.2f}× "
-         f"({app['p99_ms']:.1f} ms vs {raw['p99_ms']:.1f} ms; target ≤ {TARGET_P99_FACTOR}×)"),
+        (
+            ratio >= TARGET_CPU_RATIO,
+            f"frames per CPU-second app/raw = {ratio:.2f} (target ≥ {TARGET_CPU_RATIO})",
+        ),
+        (
+            factor <= TARGET_P99_FACTOR,
+            f"p99 app/raw = {factor:.2f}× "
+            f"({app['p99_ms']:.1f} ms vs {raw['p99_ms']:.1f} ms; target ≤ {TARGET_P99_FACTOR}×)",
+        ),
         (app["lost"] == 0, f"app lost {app['lost']} (target 0)"),
         (app["duplicates"] == 0, f"app duplicates {app['duplicates']} (target 0)"),
-        (raw["lost"] == 0 and raw["duplicates"] == 0,
-         f"baseline valid: raw lost {raw['lost']}, duplicates {raw['duplicates']}"),
-    ]  # fmt: skip
+        (
+            raw["lost"] == 0 and raw["duplicates"] == 0,
+            f"baseline valid: raw lost {raw['lost']}, duplicates {raw['duplicates']}",
+        ),
+    ]
     return all(ok for ok, _ in checks), [("ok   " if ok else "FAIL ") + t for ok, t in checks]
 
 
@@ -541,6 +600,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first (3)")
     p.add_argument("--only", choices=["app", "raw"], help="measure one server only")
     p.add_argument(
+        "--repeat", type=int, default=1, help="rounds of app+raw; the verdict uses medians (1)"
+    )
+    p.add_argument(
         "--client-procs", type=int, default=1, help="client processes sharing the readers (1)"
     )
     p.add_argument(
@@ -560,8 +622,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--connect-timeout", type=float, default=120.0)
     p.add_argument("--json", type=Path, help="results file (default bench/results/<time>.json)")
     args = p.parse_args(argv)
-    if args.rate <= 0 or args.duration <= 0 or args.clients < 1 or args.client_procs < 1:
-        p.error("--rate, --duration, --clients and --client-procs must be positive")
+    if min(args.rate, args.duration, args.clients, args.client_procs, args.repeat) <= 0:
+        p.error("--rate, --duration, --clients, --client-procs and --repeat must be positive")
     return args
 
 
@@ -569,51 +631,71 @@ async def run(args: argparse.Namespace) -> int:
     """Measure the chosen servers, print the report, write the JSON file, return exit status."""
     workdir = Path(tempfile.mkdtemp(prefix="hashroom-bench-"))
     results: list[dict[str, Any]] = []
-    frame_bytes = args.frame_bytes
+    frame_bytes = args.frame_bytes or DEFAULT_FRAME_BYTES
     template: Path | None = None
     failed = False
+    servers = ["app", "raw"] if args.only is None else [args.only]
     try:
-        if args.only in (None, "app"):
-            print(f"app: {args.clients} readers, {args.rate:g} posts/s, "
-                  f"{args.warmup:g}s warm-up + {args.duration:g}s …", flush=True)  # fmt: skip
-            results.append(await measure(AppServer(workdir), args, workdir))
-            sample = workdir / "app-frame-0.json"
-            if args.frame_bytes is None and sample.exists():
-                template = sample
-        if args.only in (None, "raw"):
-            frame_bytes = frame_bytes or DEFAULT_FRAME_BYTES
-            shape = (
-                "replaying the app's own post frame"
-                if template
-                else f"synthetic frames of {frame_bytes} bytes"
-            )
-            print(f"raw: same load, {shape} …", flush=True)
-            raw = RawServer(workdir, frame_bytes, template, args.raw_compression, args.raw_loop)
-            results.append(await measure(raw, args, workdir))
+        for round_no in range(1, args.repeat + 1):
+            # Alternate the order from round to round so drift in the machine's load is shared.
+            order = servers if round_no % 2 else servers[::-1]
+            for name in order:
+                if name == "app":
+                    print(
+                        f"[{round_no}] app: {args.clients} readers, {args.rate:g} posts/s, "
+                        f"{args.warmup:g}s warm-up + {args.duration:g}s …",
+                        flush=True,
+                    )
+                    server: Server = AppServer(workdir, round_no)
+                else:
+                    shape = (
+                        "replaying the app's own post frame"
+                        if template
+                        else f"synthetic frames of {frame_bytes} bytes"
+                    )
+                    print(f"[{round_no}] raw: same load, {shape} …", flush=True)
+                    server = RawServer(
+                        workdir, frame_bytes, template, args.raw_compression, args.raw_loop
+                    )
+                result = await measure(server, args, workdir)
+                result["round"] = round_no
+                results.append(result)
+                sample = workdir / "app-frame-0.json"
+                if name == "app" and args.frame_bytes is None and template is None:
+                    template = sample if sample.exists() else None
     except Exception as exc:  # report what we have, then the cause
         print(f"\nrun aborted: {exc}", file=sys.stderr)
         print(f"logs kept in {workdir}", file=sys.stderr)
         failed = True
+    summaries = [summarise([r for r in results if r["server"] == n]) for n in servers]
+    summaries = [s for s in summaries if s]
     if results:
         print()
-        print(table(results))
+        print(table(results + (summaries if args.repeat > 1 else [])))
         for r in results:
             notes = anomalies(r)
-            extra = f"; post request p50 {r['post_request_p50_ms']:.1f} ms" if (
-                "post_request_p50_ms" in r) else ""  # fmt: skip
-            print(f"{r['server']}: {r['frames']:,} frames in {r['window_seconds']:.1f}s at "
-                  f"{r['publish_rate']:.2f} posts/s, drain {r['drain_seconds']:.2f}s, "
-                  f"ws extensions {', '.join(r['extensions'])}{extra}; "
-                  f"load avg {r['loadavg_1min_before']:.2f}→{r['loadavg_1min_after']:.2f}"
-                  + (f"; ANOMALIES {' '.join(notes)}" if notes else ""))  # fmt: skip
+            extra = (
+                f"; post request p50 {r['post_request_p50_ms']:.1f} ms"
+                if ("post_request_p50_ms" in r)
+                else ""
+            )
+            print(
+                f"[{r['round']}] {r['server']}: {r['frames']:,} frames in "
+                f"{r['window_seconds']:.1f}s at {r['publish_rate']:.2f} posts/s, "
+                f"drain {r['drain_seconds']:.2f}s, "
+                f"ws extensions {', '.join(r['extensions'])}{extra}; "
+                f"load avg {r['loadavg_1min_before']:.2f}→{r['loadavg_1min_after']:.2f}"
+                + (f"; ANOMALIES {' '.join(notes)}" if notes else "")
+            )
     status = 1 if failed else 2
-    by_name = {r["server"]: r for r in results}
+    by_name = {r["server"]: r for r in summaries}
     verdict_lines: list[str] = []
     if not failed and "app" in by_name and "raw" in by_name:
         passed, verdict_lines = verdict(by_name["app"], by_name["raw"])
         print()
         print("\n".join(verdict_lines))
-        print("PASS" if passed else "FAIL", "— app vs raw websockets.broadcast(), same run")
+        basis = "same run" if args.repeat == 1 else f"medians of {args.repeat} rounds"
+        print("PASS" if passed else "FAIL", f"— app vs raw websockets.broadcast(), {basis}")
         status = 0 if passed else 1
     out = args.json or RESULTS / f"fanout-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -625,6 +707,7 @@ async def run(args: argparse.Namespace) -> int:
                 "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                 "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                 "results": results,
+                "summaries": summaries,
                 "verdict": verdict_lines,
                 "status": status,
             },

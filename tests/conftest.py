@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,16 +9,7 @@ import pytest
 
 from tests.server import ServerProcess, migrate
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def need_tool(available: bool, install_hint: str) -> None:
-    """Skip when an outside tool is missing — except on CI, where that is a failure."""
-    if available:
-        return
-    if IN_CI:
-        pytest.fail(f"missing on CI: {install_hint}")
-    pytest.skip(f"needs an outside tool: {install_hint}")
+pytest_plugins = ["tests.browser"]
 
 
 @pytest.fixture

@@ -11,8 +11,21 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def need_tool(available: bool, install_hint: str) -> None:
+    """Skip when an outside tool is missing — except on CI, where that is a failure."""
+    if available:
+        return
+    if IN_CI:
+        pytest.fail(f"missing on CI: {install_hint}")
+    pytest.skip(f"needs an outside tool: {install_hint}")
 
 
 def free_port() -> int:

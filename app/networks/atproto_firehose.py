@@ -105,7 +105,7 @@ def to_json_model(value: Any) -> Any:
     return value
 
 
-def decode_frame(data: bytes, collections: frozenset[str] | None = None) -> Frame:
+def decode_frame(data: bytes | str, collections: frozenset[str] | None = None) -> Frame:
     """Decode one binary firehose message.
 
     For ``#commit`` frames, the ops on ``collections`` (all when None) are decoded with their

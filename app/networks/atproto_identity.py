@@ -130,9 +130,7 @@ def did_document_url(did: str, plc_url: str) -> str:
     raise IdentityError(f"unsupported DID method in {did!r}")
 
 
-async def fetch_did_document(
-    http: httpx.AsyncClient, did: str, plc_url: str
-) -> dict[str, Any]:
+async def fetch_did_document(http: httpx.AsyncClient, did: str, plc_url: str) -> dict[str, Any]:
     """The DID document of ``did``, checked to be about that DID. Raises IdentityError."""
     url = did_document_url(did, plc_url)
     try:

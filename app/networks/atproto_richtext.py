@@ -127,9 +127,7 @@ def _facet(offsets: list[int], start: int, end: int, feature: dict[str, Any]) ->
     }
 
 
-def _assemble(
-    text: str, spans: list[tuple[int, int, dict[str, Any]]]
-) -> list[dict[str, Any]]:
+def _assemble(text: str, spans: list[tuple[int, int, dict[str, Any]]]) -> list[dict[str, Any]]:
     """Facets for ``spans`` in text order, dropping any that overlaps an earlier one."""
     offsets = _byte_offsets(text)
     facets = []
@@ -199,9 +197,7 @@ def _index(facet: Any, size: int, data: bytes) -> tuple[int, int] | None:
     return start, end
 
 
-def _target(
-    features: Any, tag_url: Callable[[str], str]
-) -> tuple[str, str] | None:
+def _target(features: Any, tag_url: Callable[[str], str]) -> tuple[str, str] | None:
     """(href, kind) for the first usable feature: an http(s) link, a DID mention, a tag."""
     if not isinstance(features, list):
         return None
@@ -237,9 +233,7 @@ def _default_tag_url(tag: str) -> str:
 _CLASSES = {"link": None, "mention": "u-url mention", "tag": "mention hashtag"}
 
 
-def render_post_html(
-    text: str, facets: Any, *, tag_url: Callable[[str], str] | None = None
-) -> str:
+def render_post_html(text: str, facets: Any, *, tag_url: Callable[[str], str] | None = None) -> str:
     """Post text and its facets as one HTML paragraph, every character of the text escaped.
 
     Links become ``<a href>`` to their URI (http/https only), mentions link to the account's

@@ -252,7 +252,11 @@ async def refresh_session(http: httpx.AsyncClient, session: BlueskySession) -> B
     Raises :class:`AuthError` when the refresh token is expired or revoked: sign in again.
     """
     response = await xrpc(
-        http, "POST", session.service, "com.atproto.server.refreshSession", token=session.refresh_jwt
+        http,
+        "POST",
+        session.service,
+        "com.atproto.server.refreshSession",
+        token=session.refresh_jwt,
     )
     if response.status_code in (400, 401):
         _, message = _error_body(response)

@@ -68,7 +68,9 @@ PAGE_LIMIT = 40  # the most a tag timeline page may hold
 # Every Mastodon-API server honours pages of 20 (the documented default); some cap `limit`
 # there, so a page of 20 or more may not be the last one even when we asked for 40.
 SAFE_PAGE = 20
-DEFAULT_SCOPES = "read:statuses write:statuses"
+# read:accounts for verify_credentials, read:search for resolving a status to reply to it
+# (both are checked by Mastodon's controllers), read/write:statuses for following and posting.
+DEFAULT_SCOPES = "read:statuses read:accounts read:search write:statuses"
 OOB_REDIRECT = "urn:ietf:wg:oauth:2.0:oob"
 STREAMING_PATH = "/api/v1/streaming"
 
@@ -417,6 +419,20 @@ class MastodonApi:
         """The accounts' domain: from the instance info once fetched, else the web host."""
         return self.info.domain if self.info else self.host
 
+    async def _accounts_domain(self) -> str:
+        """The accounts' domain, fetching the instance info once if needed (the web host
+        when the instance will not say)."""
+        if self.info is None:
+            try:
+                await self.instance_info()
+            except NetworkError as exc:
+                if isinstance(exc, AuthError):
+                    raise
+                log.warning(
+                    "mastodon %s: no instance info (%s); using the web host", self.host, exc
+                )
+        return self.domain
+
     def throttle_delay(self) -> float:
         """Seconds to wait before the next request, from the last response's headers."""
         return throttle_delay(self._rate_headers)
@@ -565,7 +581,8 @@ class MastodonApi:
     async def get_status(self, local_id: str) -> RemotePost:
         """``GET /api/v1/statuses/:id`` on this instance."""
         path = "/api/v1/statuses/" + quote(local_id, safe="")
-        return parse_status(self._object(await self._request("GET", path)), self.domain)
+        status = self._object(await self._request("GET", path))
+        return parse_status(status, await self._accounts_domain())
 
     async def resolve_status(self, uri: str) -> str | None:
         """This instance's local id for the status with ActivityPub ``uri`` (or url), fetching
@@ -589,7 +606,7 @@ class MastodonApi:
         if not self.token:
             raise AuthError(f"{self.host}: no access token")
         body = self._object(await self._request("GET", "/api/v1/accounts/verify_credentials"))
-        return parse_account(body, self.domain)
+        return parse_account(body, await self._accounts_domain())
 
     # -- writing --
 
@@ -606,7 +623,8 @@ class MastodonApi:
 
         ``in_reply_to_id`` must be an id on *this* instance (see :meth:`resolve_status`).
         Pass the same ``idempotency_key`` when retrying: the instance then returns the first
-        status instead of posting twice. Too long or otherwise invalid → RemoteRejected.
+        status instead of posting twice. Too long, otherwise invalid, or replying to a status
+        the instance cannot find → RemoteRejected.
         """
         if not self.token:
             raise AuthError(f"{self.host}: posting needs a user access token")
@@ -618,8 +636,17 @@ class MastodonApi:
         if spoiler_text:
             body["spoiler_text"] = spoiler_text
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        response = await self._request("POST", "/api/v1/statuses", json_body=body, headers=headers)
-        return PublishResult(post=parse_status(self._object(response), self.domain))
+        try:
+            response = await self._request(
+                "POST", "/api/v1/statuses", json_body=body, headers=headers
+            )
+        except NetworkError as exc:
+            if exc.status == 404 and not isinstance(exc, AuthError):
+                # The status replied to is gone (or invisible to this account).
+                raise RemoteRejected(str(exc), status=404) from exc
+            raise
+        status = self._object(response)
+        return PublishResult(post=parse_status(status, await self._accounts_domain()))
 
     # -- OAuth --
 
@@ -691,7 +718,7 @@ class MastodonApi:
         return await self._token(form)
 
     async def app_token(
-        self, client_id: str, client_secret: str, scopes: str = "read"
+        self, client_id: str, client_secret: str, scopes: str = "read:statuses"
     ) -> OAuthToken:
         """An app-only token (``client_credentials``): reads public data, cannot stream on 4.2+."""
         form = {
@@ -840,6 +867,7 @@ class MastodonFollower:
         max_rate_wait: float = 900.0,
     ):
         self.api = api
+        self._configured_api = api  # a run may drop a refused token; the next run retries it
         self.tag = tag.strip().lstrip("#")
         self.backfill = max(0, backfill)
         self.poll_interval = poll_interval
@@ -855,6 +883,7 @@ class MastodonFollower:
         self._seen: OrderedDict[str, str | None] = OrderedDict()
         self._mode = "starting"
         self._ctx: FollowContext | None = None
+        self._stream_problem: str | None = None  # why we are polling, shown with the state
 
     # -- cursor --
 
@@ -889,6 +918,7 @@ class MastodonFollower:
     async def follow(self, cursor: str | None, ctx: FollowContext) -> AsyncIterator[Batch]:
         """Yield batches from ``cursor`` on, forever (see the class docstring)."""
         self._ctx = ctx
+        self.api = self._configured_api
         self._min_id = self._load_cursor(cursor)
         self._seen.clear()
         await self._rest(lambda api: api.instance_info())
@@ -907,6 +937,8 @@ class MastodonFollower:
             if self.streaming and self.api.token:
                 async for batch in self._stream():
                     yield batch
+            elif self.streaming:
+                self._stream_problem = "no access token: Mastodon 4.2+ streams need a user token"
             retry_at = (
                 time.monotonic() + self.stream_retry if self.streaming and self.api.token else None
             )
@@ -1036,7 +1068,7 @@ class MastodonFollower:
 
     async def _poll(self, retry_stream_at: float | None) -> AsyncIterator[Batch]:
         """Page forward every ``poll_interval`` until ``retry_stream_at`` (never if None)."""
-        self._report("polling")
+        self._report("polling", self._stream_problem)
         while True:
             async for batch in self._catch_up():
                 yield batch
@@ -1094,13 +1126,14 @@ class MastodonFollower:
                 reason = f"streaming refused: HTTP {status} {body}".strip()
                 if status < 500:
                     log.warning("mastodon %s #%s: %s; polling", self.api.host, self.tag, reason)
-                    self._warn(reason)
+                    self._stream_problem = reason
                     return
             except (WebSocketException, OSError, TimeoutError) as exc:
                 reason = f"stream failed: {exc or type(exc).__name__}"
             failures += 1
             if failures > self.max_retries:
                 log.warning("mastodon %s #%s: %s; polling instead", self.api.host, self.tag, reason)
+                self._stream_problem = reason
                 return
             delay = backoff_delay(failures, self.backoff_base, self.backoff_cap)
             log.info(

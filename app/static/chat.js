@@ -4,7 +4,7 @@
 
 // Imported with this module's own ?v= so one asset version moves all files together.
 const version = new URL(import.meta.url).search;
-const { api, el, graphemeCount, graphemeTail, keepTimesFresh, markScripted, readError, refreshTimes, store } =
+const { api, el, errorText, graphemeCount, graphemeTail, keepTimesFresh, markScripted, refreshTimes, store } =
   await import(`./common.js${version}`);
 const { withHashtag } = await import(`./hashtag.js${version}`);
 
@@ -27,7 +27,7 @@ const pastCount = $("past-count");
 const notices = $("notices");
 const connState = $("conn-state");
 const newPosts = $("new-posts");
-const newPostsCount = $("new-posts-count");
+const newPostsLabel = $("new-posts-label");
 
 // A phone left open through a long chat must not grow the page without bound.
 const MAX_POSTS = 400;
@@ -203,7 +203,7 @@ function scrolledAway() {
 function countUnseen() {
   if (!scrolledAway()) return;
   unseen += 1;
-  newPostsCount.textContent = String(unseen);
+  newPostsLabel.textContent = `${unseen} new post${unseen === 1 ? "" : "s"}`;
   newPosts.hidden = false;
 }
 
@@ -560,8 +560,7 @@ if (form) {
       textArea.focus();
       return;
     }
-    const { message, fields } = readError(response.status, response.data);
-    showError([message, ...Object.values(fields)].filter(Boolean).join(" "));
+    showError(errorText(response.status, response.data));
   });
 
   $("composer-fields").disabled = false;
@@ -588,8 +587,7 @@ async function modAction(button, method, url, failure) {
   const response = await api(method, url);
   setBusy(button, false);
   if (!response.ok) {
-    const { message } = readError(response.status, response.data);
-    showNotice(`${failure}: ${message}`, { kind: "error", transientMs: 12000 });
+    showNotice(`${failure}: ${errorText(response.status, response.data)}`, { kind: "error", transientMs: 12000 });
   }
 }
 
@@ -615,8 +613,7 @@ if (askForm) {
       askError.textContent = "";
       return;
     }
-    const { message, fields } = readError(response.status, response.data);
-    askError.textContent = [message, ...Object.values(fields)].filter(Boolean).join(" ");
+    askError.textContent = errorText(response.status, response.data);
   });
   $("ask-fields").disabled = false;
 }

@@ -60,28 +60,32 @@ export async function api(method, url, body) {
 }
 
 /**
- * Reads a FastAPI error body: `{"detail": "msg"}` or `{"detail": [{loc, msg}, …]}`.
- * Returns `{message, fields}` where `fields` maps a field name to its message.
+ * Reads an API error body: `{"detail": "msg"}`, FastAPI's `{"detail": [{loc, msg}, …]}`, or
+ * this app's `{"detail": "field: msg; …", "errors": [{loc, msg}, …]}`.
+ * Returns `{message, fields}`: `fields` maps a field name to its message, `message` holds
+ * what belongs to no field. A lone "field: msg" detail is read as that field's message.
  */
 export function readError(status, data) {
   const fields = {};
-  let message = "";
+  const loose = [];
   const detail = data && data.detail;
-  if (typeof detail === "string") {
-    message = detail;
-  } else if (Array.isArray(detail)) {
-    const loose = [];
-    for (const item of detail) {
+  const list = Array.isArray(detail) ? detail : data && Array.isArray(data.errors) ? data.errors : null;
+  if (list) {
+    for (const item of list) {
       const msg = item && typeof item.msg === "string" ? item.msg.replace(/^Value error, /, "") : "";
       const loc = item && Array.isArray(item.loc) ? item.loc : [];
       const field = loc.length ? String(loc[loc.length - 1]) : "";
-      if (field && field !== "body" && !(field in fields)) fields[field] = msg;
-      else loose.push(msg);
+      if (field && !["body", "query", "path"].includes(field) && !(field in fields)) fields[field] = msg;
+      else if (msg) loose.push(msg);
     }
-    message = loose.filter(Boolean).join(" ");
+  } else if (typeof detail === "string") {
+    const match = /^([a-z_]+): ([^;]+)$/.exec(detail);
+    if (match) fields[match[1]] = match[2];
+    else loose.push(detail);
   } else if (detail && typeof detail === "object" && typeof detail.message === "string") {
-    message = detail.message;
+    loose.push(detail.message);
   }
+  let message = loose.join(" ");
   if (!message && !Object.keys(fields).length) {
     if (status === 0) message = "Could not reach the server.";
     else if (status === 403) message = "Not allowed. Reload the page and try again.";
@@ -89,6 +93,12 @@ export function readError(status, data) {
     else message = `Something went wrong (HTTP ${status}).`;
   }
   return { message, fields };
+}
+
+/** Every message of an error body as one sentence, for places with a single error line. */
+export function errorText(status, data) {
+  const { message, fields } = readError(status, data);
+  return [message, ...Object.values(fields)].filter(Boolean).join(" ");
 }
 
 const segmenter =

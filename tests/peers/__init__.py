@@ -1,0 +1,1 @@
+"""Loopback servers that speak the outside networks' protocols, for tests."""

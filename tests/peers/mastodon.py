@@ -72,6 +72,10 @@ REVOKED_TOKEN = "The access token was revoked"
 NEEDS_USER = "This method requires an authenticated user"
 OUT_OF_SCOPE = "This action is outside the authorized scopes"
 NOT_FOUND = "Record not found"
+# A web-push public key in the shape apps receive; nothing here sends pushes.
+VAPID_KEY = (
+    "BCk-QqERU0q-CfYZjcuB6lnyyOYfJ2AifKqfeGIm7Z-HiTU5T9eTG5GxVA0_OH5mMlI4UkkDTpaZwozy0TzdZ2M="
+)
 
 
 def _now_iso(moment: float | None = None) -> str:
@@ -356,7 +360,7 @@ class _App:
     website: str | None
 
 
-@dataclass
+@dataclass(eq=False)
 class _Stream:
     ws: WebSocket
     token: str
@@ -400,6 +404,7 @@ class MastodonPeer:
         self._idempotency: dict[tuple[str, str], str] = {}
         self._streams: set[_Stream] = set()
         self._last_id = 0
+        self._id_salt = int(hashlib.sha256(domain.encode()).hexdigest(), 16) % 2**15
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -485,7 +490,7 @@ class MastodonPeer:
         tags: list[str] | tuple[str, ...] = (),
         in_reply_to: str | None = None,
         spoiler_text: str = "",
-        media: list[dict[str, Any] | str] | tuple[()] = (),
+        media: list[dict[str, Any] | str] | None = None,
         visibility: str = "public",
         *,
         language: str | None = "en",
@@ -513,7 +518,7 @@ class MastodonPeer:
         for name in tags:
             if f"/tags/{name.lower()}" not in body.lower():
                 body += " " + _tag_html(self.domain, name)
-        attachments = [self._attachment(item) for item in media]
+        attachments = [self._attachment(item) for item in media or []]
         status = self._new_status(
             account,
             content=f"<p>{body}</p>",
@@ -610,6 +615,11 @@ class MastodonPeer:
         )
         return copy.deepcopy(new_status)
 
+    def send_raw_frame(self, text: str) -> None:
+        """Send ``text`` as-is to every open stream (for malformed-frame tests)."""
+        for stream in list(self._streams):
+            stream.queue.put_nowait(text)
+
     def status(self, status_id: str) -> dict[str, Any]:
         """A stored Status by local id (a copy)."""
         return copy.deepcopy(self._statuses[status_id])
@@ -630,8 +640,9 @@ class MastodonPeer:
     # -- model --
 
     def _next_id(self) -> str:
-        # Mastodon's ids: milliseconds since the epoch shifted 16 bits, plus a sequence.
-        candidate = int(time.time() * 1000) << 16
+        # Mastodon's ids: milliseconds since the epoch shifted 16 bits, plus a per-server
+        # sequence hash in the low bits — so two servers never hand out the same ids.
+        candidate = (int(time.time() * 1000) << 16) + self._id_salt
         self._last_id = max(candidate, self._last_id + 1)
         return str(self._last_id)
 
@@ -845,13 +856,14 @@ class MastodonPeer:
             return None, REVOKED_TOKEN
         return token, None
 
-    def _user(self, request: Request, scope: str) -> tuple[_Token | None, Response | None]:
+    def _user(self, request: Request, *scopes: str) -> tuple[_Token | None, Response | None]:
+        """The user token of ``request`` holding one of ``scopes``, or the refusal to send."""
         token, error = self._token(request)
         if error or token is None:
             return None, _error(401, error or INVALID_TOKEN)
         if token.username is None:
             return None, _error(422, NEEDS_USER)
-        if not token.allows(scope):
+        if not any(token.allows(scope) for scope in scopes):
             return None, _error(403, OUT_OF_SCOPE)
         return token, None
 
@@ -1188,6 +1200,8 @@ class MastodonPeer:
                 "Search queries that resolve remote resources are not supported without "
                 "authentication",
             )
+        if token is not None and not token.allows("read:search"):
+            return _error(403, OUT_OF_SCOPE)
         query = params.get("q", "").strip()
         kind = params.get("type")
         statuses: list[dict[str, Any]] = []
@@ -1203,7 +1217,7 @@ class MastodonPeer:
         return JSONResponse({"accounts": [], "statuses": statuses, "hashtags": []})
 
     async def _verify_credentials(self, request: Request) -> Response:
-        token, refused = self._user(request, "read:accounts")
+        token, refused = self._user(request, "read:accounts", "profile")  # profile: 4.3+
         if refused:
             return refused
         assert token is not None and token.username is not None
@@ -1250,7 +1264,7 @@ class MastodonPeer:
                 "client_id": app.client_id,
                 "client_secret": app.client_secret,
                 "client_secret_expires_at": 0,
-                "vapid_key": "BCk-QqERU0q-CfYZjcuB6lnyyOYfJ2AifKqfeGIm7Z-HiTU5T9eTG5GxVA0_OH5mMlI4UkkDTpaZwozy0TzdZ2M=",
+                "vapid_key": VAPID_KEY,
             }
         )
 
@@ -1328,7 +1342,11 @@ class MastodonPeer:
         fields = await self._fields(request)
         grant = fields.get("grant_type")
         if grant not in ("authorization_code", "client_credentials"):
-            return _oauth_error(400, "unsupported_grant_type", "The authorization grant type is not supported by the authorization server.")
+            return _oauth_error(
+                400,
+                "unsupported_grant_type",
+                "The authorization grant type is not supported by the authorization server.",
+            )
         app = self._client(fields, request)
         if app is None:
             return _oauth_error(
@@ -1340,7 +1358,9 @@ class MastodonPeer:
         if grant == "client_credentials":
             scopes = set(str(fields.get("scope") or "read").split())
             if not all(_scope_within(s, app.scopes) for s in scopes):
-                return _oauth_error(400, "invalid_scope", "The requested scope is invalid, unknown, or malformed.")
+                return _oauth_error(
+                    400, "invalid_scope", "The requested scope is invalid, unknown, or malformed."
+                )
             token = _Token(secrets.token_urlsafe(32), None, scopes, app.client_id)
         else:
             grant_refused = _oauth_error(
@@ -1364,7 +1384,9 @@ class MastodonPeer:
                 expected = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
                 if not verifier or not secrets.compare_digest(expected, code["challenge"]):
                     return grant_refused
-            token = _Token(secrets.token_urlsafe(32), code["username"], code["scopes"], app.client_id)
+            token = _Token(
+                secrets.token_urlsafe(32), code["username"], code["scopes"], app.client_id
+            )
         self._tokens[token.value] = token
         return JSONResponse(
             {
@@ -1380,7 +1402,9 @@ class MastodonPeer:
         app = self._client(fields, request)
         token = self._tokens.get(str(fields.get("token") or ""))
         if app is None or (token is not None and token.client_id not in (None, app.client_id)):
-            return _oauth_error(403, "unauthorized_client", "You are not authorized to revoke this token")
+            return _oauth_error(
+                403, "unauthorized_client", "You are not authorized to revoke this token"
+            )
         if token is not None:
             self.revoke_token(token.value)
         return JSONResponse({})

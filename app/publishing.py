@@ -1,0 +1,295 @@
+"""Posting through a user's own network account: connect it, then post and reply as them.
+
+Each network provides a :class:`Publisher` (protocol code lives in ``app/networks``; a
+publisher adapts it). This module owns what is common: sealed credentials, who may use an
+account, the hashtag and length rules, optimistic storage of the new post and the mapping of
+remote errors to clear HTTP answers. The post appears in the room at once (``pending``) and is
+reconciled — same network and remote id — when it comes back through the network's stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from fastapi import HTTPException
+from sqlalchemy import select
+from sqlmodel import Session
+
+from . import text
+from .models import Account, Chat, Post, Source
+from .networks.base import AuthError, LengthRule, NetworkError, RemotePost, RemoteRejected, Upsert
+from .present import post_json
+from .rooms import NotFound, Rooms
+from .security import Vault
+
+
+@dataclass(slots=True)
+class Connected:
+    """A verified account, as a publisher reports it after checking the credentials."""
+
+    handle: str
+    instance: str
+    remote_id: str | None
+    secret: dict[str, Any]  # tokens etc.; sealed before storage
+
+
+@dataclass(slots=True)
+class Target:
+    """The post being replied to, as the publisher needs it."""
+
+    remote_id: str
+    url: str | None
+    author_handle: str
+    network: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Published:
+    post: RemotePost
+    secret: dict[str, Any] | None = None  # refreshed credentials to store, if they changed
+
+
+class Publisher(Protocol):
+    network: str
+
+    async def connect(self, fields: dict[str, Any]) -> Connected:
+        """Verify credentials. ValueError for missing/bad fields, AuthError when refused."""
+        ...
+
+    async def length_rule(self, account: Account, secret: dict[str, Any]) -> LengthRule:
+        """How this account's network counts a post, and its limit."""
+        ...
+
+    def compose(self, body: str, hashtag: str, target: Target | None) -> str:
+        """The final text: the body with the hashtag appended (and any reply mention)."""
+        ...
+
+    async def publish(
+        self,
+        account: Account,
+        secret: dict[str, Any],
+        final_text: str,
+        target: Target | None,
+        idempotency_key: str,
+    ) -> Published:
+        """Post ``final_text``. AuthError, RemoteRejected or NetworkError on failure."""
+        ...
+
+    async def disconnect(self, account: Account, secret: dict[str, Any]) -> None:
+        """Revoke the credentials where the network allows it (best effort)."""
+        ...
+
+
+def key_hash(key: str) -> str:
+    return "key:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+class Accounts:
+    """Connected accounts and posting through them."""
+
+    def __init__(self, rooms: Rooms, vault: Vault, publishers: dict[str, Publisher]) -> None:
+        self.rooms = rooms
+        self.vault = vault
+        self.publishers = publishers
+
+    def publisher(self, network: str) -> Publisher:
+        pub = self.publishers.get(network)
+        if pub is None:
+            raise HTTPException(
+                422,
+                f"network: accounts on {network!r} cannot be connected here; available: "
+                + (", ".join(sorted(self.publishers)) or "none"),
+            )
+        return pub
+
+    async def connect(self, network: str, fields: dict[str, Any]) -> tuple[Account, str]:
+        """Verify and store an account; returns it and its API key (shown once)."""
+        pub = self.publisher(network)
+        try:
+            connected = await pub.connect(fields)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        except AuthError as exc:
+            raise HTTPException(401, f"{network} refused these credentials: {exc}") from exc
+        except NetworkError as exc:
+            raise HTTPException(502, f"could not reach {network}: {exc}") from exc
+        key = secrets.token_urlsafe(24)
+        account = Account(
+            network=network,
+            instance=connected.instance,
+            handle=connected.handle,
+            remote_id=connected.remote_id,
+            secret=self.vault.seal(connected.secret),
+            owner=key_hash(key),
+        )
+
+        def fn(session: Session) -> tuple[Account, list[Any]]:
+            session.add(account)
+            session.flush()
+            return account, []
+
+        return await self.rooms.write(fn), key
+
+    async def get(self, account_id: int) -> Account:
+        account = await self.rooms.read(lambda s: s.get(Account, account_id))
+        if account is None:
+            raise HTTPException(404, f"no account {account_id}")
+        return account
+
+    async def disconnect(self, account: Account) -> None:
+        pub = self.publishers.get(account.network)
+        if pub is not None:
+            try:
+                await pub.disconnect(account, self.vault.open(account.secret))
+            except (NetworkError, ValueError):
+                pass  # revocation is best effort; the local copy is deleted regardless
+
+        def fn(session: Session) -> tuple[None, list[Any]]:
+            row = session.get(Account, account.id)
+            if row is not None:
+                session.delete(row)
+            return None, []
+
+        await self.rooms.write(fn)
+
+    async def post(
+        self,
+        slug: str,
+        account: Account,
+        body: str,
+        in_reply_to: int | None,
+        idempotency_key: str | None,
+    ) -> dict[str, Any]:
+        """Post as ``account`` in chat ``slug``; returns the stored (pending) post."""
+        pub = self.publisher(account.network)
+        if not body.strip():
+            raise HTTPException(422, "text: the post is empty")
+
+        def load(session: Session) -> tuple[Chat, bool, Post | None]:
+            chat = self.rooms.chat_by_slug(session, slug)
+            follows = (
+                session.execute(
+                    select(Source.id).where(
+                        Source.chat_id == chat.id,  # type: ignore[arg-type]
+                        Source.network == account.network,  # type: ignore[arg-type]
+                    )
+                ).first()
+                is not None
+            )
+            parent = session.get(Post, in_reply_to) if in_reply_to is not None else None
+            return chat, follows, parent
+
+        try:
+            chat, follows, parent = await self.rooms.read(load)
+        except NotFound as exc:
+            raise HTTPException(404, str(exc)) from exc
+        if not follows:
+            raise HTTPException(
+                422,
+                f"account_id: this chat does not follow {account.network}; "
+                "post with an account of a network it follows",
+            )
+        target = None
+        if in_reply_to is not None:
+            if parent is None or parent.chat_id != chat.id or parent.deleted:
+                raise HTTPException(404, f"in_reply_to: no post {in_reply_to} in this chat")
+            if parent.network != account.network:
+                raise HTTPException(
+                    422,
+                    f"in_reply_to: that post is on {parent.network}; reply to it with a "
+                    f"{parent.network} account",
+                )
+            target = Target(
+                remote_id=parent.remote_id.split("#repost:")[0],
+                url=parent.url,
+                author_handle=parent.author_handle,
+                network=parent.network,
+                extra=parent.extra,
+            )
+        secret = self.vault.open(account.secret)
+        final = pub.compose(body.strip(), chat.hashtag, target)
+        rule = await pub.length_rule(account, secret)
+        length = rule.count(final)
+        if length > rule.limit:
+            raise HTTPException(
+                422,
+                f"text: {length} characters with the hashtag, {account.network} allows "
+                f"{rule.limit}; shorten it by {length - rule.limit}",
+            )
+        try:
+            result = await pub.publish(
+                account, secret, final, target, idempotency_key or secrets.token_hex(16)
+            )
+        except AuthError as exc:
+            raise HTTPException(
+                401, f"{account.network} refused your account ({exc}); sign in again"
+            ) from exc
+        except RemoteRejected as exc:
+            raise HTTPException(422, f"{account.network} rejected the post: {exc}") from exc
+        except NetworkError as exc:
+            headers = {}
+            if exc.retry_after:
+                headers["Retry-After"] = str(int(exc.retry_after) + 1)
+                raise HTTPException(
+                    429,
+                    f"{account.network} is rate-limiting posts; try again in "
+                    f"{int(exc.retry_after) + 1} s (your draft is kept)",
+                    headers=headers,
+                ) from exc
+            raise HTTPException(
+                502, f"could not post to {account.network}: {exc} (your draft is kept)"
+            ) from exc
+        if result.secret is not None:
+            await self._reseal(account.id, result.secret)  # type: ignore[arg-type]
+        return await self._store(chat, result.post, account.id)  # type: ignore[arg-type]
+
+    async def _reseal(self, account_id: int, secret: dict[str, Any]) -> None:
+        sealed = self.vault.seal(secret)
+
+        def fn(session: Session) -> tuple[None, list[Any]]:
+            row = session.get(Account, account_id)
+            if row is not None:
+                row.secret = sealed
+                session.add(row)
+            return None, []
+
+        await self.rooms.write(fn)
+
+    async def _store(self, chat: Chat, rp: RemotePost, account_id: int) -> dict[str, Any]:
+        rooms = self.rooms
+
+        def fn(session: Session) -> tuple[dict[str, Any], list[Any]]:
+            fresh = session.get(Chat, chat.id)
+            assert fresh is not None
+            existing = (
+                session.execute(
+                    select(Post).where(
+                        Post.chat_id == chat.id,  # type: ignore[arg-type]
+                        Post.network == rp.network,  # type: ignore[arg-type]
+                        Post.remote_id == rp.remote_id,  # type: ignore[arg-type]
+                    )
+                )
+                .scalars()
+                .first()
+            )
+            if existing is not None:  # the stream was faster than our response
+                return post_json(existing), []
+            stored, frames = rooms._apply_batch(session, fresh, None, [Upsert(rp)])
+            post = stored[0]
+            post.pending = True
+            post.account_id = account_id
+            session.add(post)
+            session.flush()
+            # Re-render the event with the pending flag set (the frame was built before).
+            return post_json(post), frames
+
+        return await self.rooms.write(fn)
+
+
+def chat_hashtag_text(body: str, hashtag: str) -> str:
+    """The common compose rule: append the hashtag unless present as a whole tag."""
+    return text.append_hashtag(body, hashtag)

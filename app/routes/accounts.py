@@ -1,0 +1,121 @@
+"""Connected network accounts: ``POST /api/accounts`` and posting through them."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from pydantic import BaseModel, Field
+
+from ..deps import CsrfDep
+from ..models import Account
+from ..publishing import Accounts, key_hash
+
+router = APIRouter(prefix="/api", tags=["accounts"])
+
+
+class AccountIn(BaseModel):
+    """Network-specific fields ride along: Mastodon `instance` + `access_token`; Bluesky
+    `service` (optional) + `identifier` + `app_password`."""
+
+    model_config = {"extra": "allow"}
+    network: str = Field(max_length=20)
+
+
+def account_json(account: Account) -> dict[str, Any]:
+    return {
+        "id": account.id,
+        "network": account.network,
+        "instance": account.instance,
+        "handle": account.handle,
+    }
+
+
+def _accounts(request: Request) -> Accounts:
+    accounts = request.app.state.accounts
+    if accounts is None:
+        raise HTTPException(503, "accounts are not available on this server")
+    return accounts
+
+
+def may_use(request: Request, account: Account) -> bool:
+    """The browser session that connected it, or the account's API key as a Bearer token."""
+    if account.id in request.session.get("accounts", []):
+        return True
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and key.strip():
+        return hmac.compare_digest(key_hash(key.strip()), account.owner)
+    return False
+
+
+async def usable_account(request: Request, account_id: int) -> Account:
+    account = await _accounts(request).get(account_id)
+    if not may_use(request, account):
+        raise HTTPException(
+            403,
+            "account_id: this account is not yours — send its key as "
+            "'Authorization: Bearer <account key>' or connect it in this browser",
+        )
+    return account
+
+
+def remember(request: Request, account: Account) -> None:
+    """Let this browser session use the account (kept in the signed session cookie)."""
+    ids = [i for i in request.session.get("accounts", []) if i != account.id]
+    request.session["accounts"] = [*ids, account.id][-10:]
+
+
+@router.post(
+    "/accounts",
+    status_code=201,
+    summary="Connect a network account",
+    description="Verifies the credentials with the network, stores them encrypted, and "
+    "returns the account `id` and its `key` (shown only here; send it as a Bearer token "
+    "when posting with `account_id`).",
+    dependencies=[CsrfDep],
+)
+async def connect_account(body: AccountIn, request: Request) -> dict[str, Any]:
+    fields = body.model_dump()
+    account, key = await _accounts(request).connect(body.network, fields)
+    if request.app.state.session_cookie in request.cookies:
+        remember(request, account)
+    return {**account_json(account), "key": key}
+
+
+@router.get("/accounts/mine", summary="Accounts this browser session may post with")
+async def my_accounts(request: Request) -> list[dict[str, Any]]:
+    out = []
+    for account_id in request.session.get("accounts", []):
+        try:
+            out.append(account_json(await _accounts(request).get(account_id)))
+        except HTTPException:
+            continue
+    return out
+
+
+@router.delete(
+    "/accounts/{account_id}",
+    status_code=204,
+    summary="Disconnect an account (revokes its token where the network allows)",
+    dependencies=[CsrfDep],
+)
+async def disconnect_account(account_id: int, request: Request) -> Response:
+    account = await usable_account(request, account_id)
+    await _accounts(request).disconnect(account)
+    request.session["accounts"] = [
+        i for i in request.session.get("accounts", []) if i != account_id
+    ]
+    return Response(status_code=204)
+
+
+async def publish_via_account(request: Request, slug: str, body: Any) -> dict[str, Any]:
+    """``POST /api/chats/{slug}/posts`` with ``account_id``: post as that account."""
+    account = await usable_account(request, body.account_id)
+    return await _accounts(request).post(
+        slug,
+        account,
+        body.text,
+        body.in_reply_to,
+        request.headers.get("idempotency-key"),
+    )

@@ -1,0 +1,499 @@
+"""Bluesky protocol: facets, rendering, tag matching, records, and the Jetstream follower
+against a loopback Jetstream server (no Node needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from app.networks.base import AuthError, Batch, Delete, NetworkError, RemoteRejected, Upsert
+from app.networks.bluesky import (
+    NO_HISTORY_NOTICE,
+    AccountClient,
+    BlueskySession,
+    IdentityResolver,
+    JetstreamFollower,
+    build_facets,
+    check_post_text,
+    facets_for,
+    length,
+    matches_tag,
+    record_to_post,
+    render_post_html,
+    reply_ref,
+    search_posts,
+)
+from tests.peers.jetstream import JetstreamServer
+
+ALICE = "did:plc:alice000000000000000000a"
+BOB = "did:plc:bob00000000000000000000b"
+TAG = "TheChat"
+
+
+def tag_facet(text: str, tag: str) -> dict[str, Any]:
+    """A tag facet computed independently: byte offsets of '#tag' in ``text``."""
+    data = text.encode()
+    start = data.index(f"#{tag}".encode())
+    return {
+        "index": {"byteStart": start, "byteEnd": start + len(f"#{tag}".encode())},
+        "features": [{"$type": "app.bsky.richtext.facet#tag", "tag": tag}],
+    }
+
+
+def post_record(text: str, *, facets: bool = True, **extra: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "$type": "app.bsky.feed.post",
+        "text": text,
+        "createdAt": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        **extra,
+    }
+    if facets:
+        record["facets"] = facets_for(text)
+    return record
+
+
+class Ctx:
+    """Records what a follower reports."""
+
+    def __init__(self) -> None:
+        self.states: list[tuple[str, str | None]] = []
+        self.notices: list[str] = []
+
+    def report(self, state: str, error: str | None = None) -> None:
+        self.states.append((state, error))
+
+    def notice(self, message: str) -> None:
+        self.notices.append(message)
+
+
+async def next_batch(gen: AsyncIterator[Batch], timeout: float = 5.0) -> Batch:
+    return await asyncio.wait_for(anext(gen), timeout)
+
+
+async def next_changes(gen: AsyncIterator[Batch], timeout: float = 5.0) -> Batch:
+    """The next batch that carries changes (cursor-only batches are skipped)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            batch = await anext(gen)
+            if batch.changes:
+                return batch
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=5.0) as client:
+        yield client
+
+
+@pytest.fixture
+async def jetstream() -> AsyncIterator[JetstreamServer]:
+    async with JetstreamServer() as server:
+        server.add_account(ALICE, "alice.test")
+        server.add_account(BOB, "bob.test")
+        yield server
+
+
+def follower(
+    http: httpx.AsyncClient, server: JetstreamServer, **kwargs: Any
+) -> JetstreamFollower:
+    resolver = IdentityResolver(http, plc_url=server.http_url)
+    kwargs.setdefault("backoff_base", 0.05)
+    kwargs.setdefault("backoff_cap", 0.2)
+    return JetstreamFollower(http, server.url, TAG, resolver, **kwargs)
+
+
+# --- facets -------------------------------------------------------------------------------
+
+
+def test_tag_facet_uses_utf8_byte_offsets_after_emoji_and_accents() -> None:
+    """Emoji and accents before a tag shift its facet by bytes, and the slice is exactly #tag."""
+    text = "Café ☕️ 👩‍👩‍👧 réponse #TheChat! voilà"
+    facets = facets_for(text)
+    assert len(facets) == 1
+    index, feature = facets[0]["index"], facets[0]["features"][0]
+    assert text.encode()[index["byteStart"] : index["byteEnd"]] == b"#TheChat"
+    assert feature == {"$type": "app.bsky.richtext.facet#tag", "tag": "TheChat"}
+    assert index["byteStart"] > text.index("#")  # bytes, not characters
+
+
+def test_facets_follow_the_official_detection_rules() -> None:
+    """Tags need a leading space and a non-digit, lose trailing punctuation; links lose it too."""
+    text = "Read https://example.org/wiki/Foo_(bar). #tag, #123 #a1 mail#no #️⃣ (https://x.test/p)"
+    facets = facets_for(text)
+    found = [
+        (text.encode()[f["index"]["byteStart"] : f["index"]["byteEnd"]].decode(), f["features"][0])
+        for f in facets
+    ]
+    assert found == [
+        ("https://example.org/wiki/Foo_(bar)", {"$type": "app.bsky.richtext.facet#link", "uri": "https://example.org/wiki/Foo_(bar)"}),
+        ("#tag", {"$type": "app.bsky.richtext.facet#tag", "tag": "tag"}),
+        ("#a1", {"$type": "app.bsky.richtext.facet#tag", "tag": "a1"}),
+        ("https://x.test/p", {"$type": "app.bsky.richtext.facet#link", "uri": "https://x.test/p"}),
+    ]
+
+
+async def test_build_facets_links_mentions_that_resolve() -> None:
+    """Mentions become facets with the DID when the handle resolves, once per handle."""
+    asked: list[str] = []
+
+    async def resolve(handle: str) -> str | None:
+        asked.append(handle)
+        return ALICE if handle == "alice.test" else None
+
+    text = "ñ @alice.test and @ghost.test and @alice.test. #TheChat"
+    facets = await build_facets(text, resolve)
+    mentions = [f for f in facets if f["features"][0]["$type"].endswith("#mention")]
+    assert [text.encode()[f["index"]["byteStart"] : f["index"]["byteEnd"]] for f in mentions] == [
+        b"@alice.test",
+        b"@alice.test",
+    ]
+    assert all(f["features"][0]["did"] == ALICE for f in mentions)
+    assert sorted(asked) == ["alice.test", "ghost.test"]
+    assert any(f["features"][0].get("tag") == "TheChat" for f in facets)
+
+
+# --- rendering ----------------------------------------------------------------------------
+
+
+def test_render_post_html_escapes_everything_and_links_facets() -> None:
+    """Hostile text stays text; tag, mention and link facets become links at byte offsets."""
+    text = "é <script>alert(1)</script> #TheChat @bob.test https://ex.org/?a=1&b=2\nbye"
+    facets = facets_for(text) + [
+        {
+            "index": {
+                "byteStart": text.encode().index(b"@bob"),
+                "byteEnd": text.encode().index(b"@bob") + len(b"@bob.test"),
+            },
+            "features": [{"$type": "app.bsky.richtext.facet#mention", "did": BOB}],
+        }
+    ]
+    html = render_post_html(text, facets)
+    assert "<script" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert '<a href="https://bsky.app/hashtag/TheChat" class="mention hashtag">#TheChat</a>' in html
+    assert f'<a href="https://bsky.app/profile/{BOB}" class="u-url mention">@bob.test</a>' in html
+    assert '<a href="https://ex.org/?a=1&amp;b=2">https://ex.org/?a=1&amp;b=2</a>' in html
+    assert html.startswith("<p>é ") and html.endswith("<br>bye</p>")
+
+
+def test_render_post_html_ignores_bad_facets_safely() -> None:
+    """Out-of-range, overlapping, char-splitting, non-int and javascript: facets are ignored."""
+    text = "👋 hi <b>there</b> #x"
+    size = len(text.encode())
+    link = "app.bsky.richtext.facet#link"
+    bad = [
+        {"index": {"byteStart": 0, "byteEnd": size + 5}, "features": [{"$type": link, "uri": "https://a.example"}]},
+        {"index": {"byteStart": 1, "byteEnd": 6}, "features": [{"$type": link, "uri": "https://b.example"}]},
+        {"index": {"byteStart": True, "byteEnd": 4}, "features": [{"$type": link, "uri": "https://c.example"}]},
+        {"index": {"byteStart": 5, "byteEnd": 7}, "features": [{"$type": link, "uri": "javascript:alert(1)"}]},
+        {"index": {"byteStart": 7, "byteEnd": 5}, "features": [{"$type": link, "uri": "https://d.example"}]},
+        {"index": {"byteStart": 5, "byteEnd": 7}, "features": "nope"},
+        "not a facet",
+        {"index": {"byteStart": 5, "byteEnd": 7}, "features": [{"$type": link, "uri": "https://ok.example"}]},
+        {"index": {"byteStart": 6, "byteEnd": 9}, "features": [{"$type": link, "uri": "https://overlap.example"}]},
+    ]
+    html = render_post_html(text, bad)
+    assert html == (
+        '<p>👋 <a href="https://ok.example">hi</a> &lt;b&gt;there&lt;/b&gt; #x</p>'
+    )
+    assert render_post_html("", bad) == ""
+    assert render_post_html("a < b", "garbage") == "<p>a &lt; b</p>"
+
+
+# --- tag matching -------------------------------------------------------------------------
+
+
+def test_matches_tag_reads_facets_tags_field_and_text() -> None:
+    """A post carries the tag by facet, by its tags field, or as a whole #tag in its text."""
+    with_facet = {"text": "👩‍👩‍👧 #THECHAT", "facets": [tag_facet("👩‍👩‍👧 #THECHAT", "THECHAT")]}
+    facet_only = {"text": "see facet", "facets": [{"index": {"byteStart": 0, "byteEnd": 3}, "features": [{"$type": "app.bsky.richtext.facet#tag", "tag": "thechat"}]}]}
+    tags_only = {"text": "no hashtag in the text", "tags": ["TheChat"]}
+    text_only = {"text": "Great answer #thechat."}
+    longer = {"text": "#TheChatter", "facets": [tag_facet("#TheChatter", "TheChatter")], "tags": ["thechats"]}
+    assert matches_tag(with_facet, "thechat")
+    assert matches_tag(facet_only, "#TheChat")
+    assert matches_tag(tags_only, "thechat")
+    assert matches_tag(text_only, "TheChat")
+    assert not matches_tag(longer, "TheChat")
+    assert not matches_tag({"text": "I love #tagger"}, "tag")
+    assert not matches_tag({"text": "https://x.example/#thechat"}, "thechat")
+    assert not matches_tag("not a record", "thechat")
+
+
+# --- records ------------------------------------------------------------------------------
+
+
+def test_record_to_post_maps_reply_media_quote_and_extra() -> None:
+    """A record becomes a RemotePost with at:// id, permalink, reply refs, media and quote."""
+    parent = {"uri": f"at://{BOB}/app.bsky.feed.post/3parent", "cid": "bafyparent"}
+    root = {"uri": f"at://{BOB}/app.bsky.feed.post/3root", "cid": "bafyroot"}
+    blob = {"$type": "blob", "ref": {"$link": "bafkreiimage"}, "mimeType": "image/jpeg", "size": 9}
+    record = post_record(
+        "A1 <i>yes</i> #TheChat",
+        reply={"root": root, "parent": parent},
+        langs=["fr", "en"],
+        embed={
+            "$type": "app.bsky.embed.recordWithMedia",
+            "record": {"record": {"uri": f"at://{BOB}/app.bsky.feed.post/3quoted", "cid": "bafyq"}},
+            "media": {"$type": "app.bsky.embed.images", "images": [{"image": blob, "alt": "a cat"}]},
+        },
+        createdAt="2026-03-01T12:00:00.123Z",
+    )
+    post = record_to_post(ALICE, "3abc", "bafypost", record, pds_url="http://pds.example")
+    assert post.remote_id == f"at://{ALICE}/app.bsky.feed.post/3abc"
+    assert post.url == f"https://bsky.app/profile/{ALICE}/post/3abc"
+    assert post.created_at == datetime(2026, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
+    assert post.in_reply_to == parent["uri"] and post.thread_root == root["uri"]
+    assert post.language == "fr"
+    assert "&lt;i&gt;" in (post.html or "") and post.text == "A1 <i>yes</i> #TheChat"
+    assert post.media[0].alt == "a cat"
+    assert post.media[0].url == (
+        "http://pds.example/xrpc/com.atproto.sync.getBlob?did=" + ALICE + "&cid=bafkreiimage"
+    )
+    assert post.quote and post.quote["url"] == f"https://bsky.app/profile/{BOB}/post/3quoted"
+    assert post.extra == {
+        "cid": "bafypost",
+        "did": ALICE,
+        "rkey": "3abc",
+        "reply": {"root": root, "parent": parent},
+    }
+    assert reply_ref(post) == {"root": root, "parent": {"uri": post.remote_id, "cid": "bafypost"}}
+    no_pds = record_to_post(ALICE, "3abc", "bafypost", record)
+    assert no_pds.media[0].url.startswith("https://cdn.bsky.app/img/feed_fullsize/plain/")
+    assert post.author.remote_id == ALICE and post.author.handle == ALICE
+
+
+def test_record_to_post_distrusts_missing_and_future_dates() -> None:
+    """A missing createdAt falls back to now; one far in the future is clamped to now."""
+    before = datetime.now(UTC)
+    future = (before + timedelta(days=3)).isoformat()
+    for created in (None, "yesterday", future):
+        record = {"text": "x"} if created is None else {"text": "x", "createdAt": created}
+        post = record_to_post(ALICE, "3k", None, record)
+        assert before <= post.created_at <= datetime.now(UTC)
+
+
+def test_length_counts_graphemes_and_limits_bytes() -> None:
+    """Length is in graphemes; 300 graphemes pass unless they exceed 3000 bytes."""
+    family = "👩‍👩‍👧"
+    assert length(family * 3) == 3
+    check_post_text("é" * 300)
+    with pytest.raises(RemoteRejected, match="300"):
+        check_post_text("a" * 301)
+    with pytest.raises(RemoteRejected, match="3000 bytes"):
+        check_post_text(family * 200)
+
+
+# --- Jetstream follower -------------------------------------------------------------------
+
+
+async def test_jetstream_follower_yields_tagged_posts_live(
+    http: httpx.AsyncClient, jetstream: JetstreamServer
+) -> None:
+    """A tagged post comes out as an Upsert with cursor=time_us; others and other kinds do not."""
+    ctx = Ctx()
+    gen = follower(http, jetstream).follow(None, ctx)
+    first = asyncio.ensure_future(next_changes(gen))
+    await jetstream.wait_for_subscribers()
+    jetstream.commit(BOB, "3untagged", post_record("nothing to see #other"))
+    jetstream.emit({"did": BOB, "kind": "identity", "identity": {"did": BOB, "handle": "bob.test", "seq": 1, "time": "2026-01-01T00:00:00Z"}})
+    jetstream.commit(BOB, "3like", {"subject": {}}, collection="app.bsky.feed.like")
+    text = "😀 A1: ça va #TheChat"
+    event = jetstream.commit(ALICE, "3tagged", post_record(text))
+    batch = await first
+    assert [type(c) for c in batch.changes] == [Upsert]
+    post = batch.changes[0].post  # type: ignore[union-attr]
+    assert post.remote_id == f"at://{ALICE}/app.bsky.feed.post/3tagged"
+    assert post.text == text and post.extra["cid"] == event["commit"]["cid"]
+    assert batch.cursor == str(event["time_us"])
+    assert ("streaming", None) in ctx.states
+    assert jetstream.subscriptions[0]["wantedCollections"] == ["app.bsky.feed.post"]
+    await gen.aclose()
+
+
+async def test_jetstream_follower_turns_deletes_into_delete(
+    http: httpx.AsyncClient, jetstream: JetstreamServer
+) -> None:
+    """Deleting a yielded post yields Delete(at uri); deletes of unknown posts are ignored."""
+    gen = follower(http, jetstream).follow(None, Ctx())
+    pending = asyncio.ensure_future(next_changes(gen))
+    await jetstream.wait_for_subscribers()
+    jetstream.commit(ALICE, "3one", post_record("#TheChat hello"))
+    await pending
+    jetstream.commit(BOB, "3stranger", operation="delete")
+    deleted = jetstream.commit(ALICE, "3one", operation="delete")
+    batch = await next_changes(gen)
+    assert batch.changes == [Delete(remote_id=f"at://{ALICE}/app.bsky.feed.post/3one")]
+    assert batch.cursor == str(deleted["time_us"])
+    await gen.aclose()
+
+
+async def test_jetstream_follower_resumes_from_cursor_without_duplicates(
+    http: httpx.AsyncClient, jetstream: JetstreamServer
+) -> None:
+    """A new follower given the last cursor replays what came after it, and nothing before."""
+    gen = follower(http, jetstream).follow(None, Ctx())
+    pending = asyncio.ensure_future(next_changes(gen))
+    await jetstream.wait_for_subscribers()
+    jetstream.commit(ALICE, "3a", post_record("#TheChat a"))
+    first = await pending
+    jetstream.commit(ALICE, "3b", post_record("#TheChat b"))
+    second = await next_changes(gen)
+    await gen.aclose()
+    assert second.cursor is not None
+
+    jetstream.commit(ALICE, "3c", post_record("#TheChat c (while away)"))
+    resumed = follower(http, jetstream).follow(second.cursor, Ctx())
+    batch = await next_changes(resumed)
+    assert [c.post.remote_id for c in batch.changes] == [  # type: ignore[union-attr]
+        f"at://{ALICE}/app.bsky.feed.post/3c"
+    ]
+    assert jetstream.subscriptions[-1]["cursor"] == [second.cursor]
+    assert first.cursor != second.cursor
+    await resumed.aclose()
+
+
+async def test_jetstream_follower_skips_malformed_frames(
+    http: httpx.AsyncClient, jetstream: JetstreamServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Garbage, events without time_us or record are logged and skipped; the stream goes on."""
+    gen = follower(http, jetstream).follow(None, Ctx())
+    pending = asyncio.ensure_future(next_changes(gen))
+    await jetstream.wait_for_subscribers()
+    jetstream.send_raw("{not json")
+    jetstream.send_raw(json.dumps({"did": ALICE, "kind": "commit", "commit": {}}))
+    jetstream.send_raw(json.dumps([1, 2]))
+    jetstream.commit(ALICE, "3norecord", operation="create", record=None)
+    jetstream.send_raw(json.dumps({"did": ALICE, "time_us": jetstream.next_time_us(), "kind": "commit", "commit": {"collection": "app.bsky.feed.post", "rkey": "3x", "operation": "create", "record": "text"}}))
+    jetstream.commit(ALICE, "3fine", post_record("#TheChat fine"))
+    batch = await pending
+    assert [c.post.remote_id for c in batch.changes] == [  # type: ignore[union-attr]
+        f"at://{ALICE}/app.bsky.feed.post/3fine"
+    ]
+    assert sum("malformed jetstream frame" in r.message for r in caplog.records) >= 4
+    await gen.aclose()
+
+
+async def test_jetstream_follower_reconnects_after_a_drop_without_loss(
+    http: httpx.AsyncClient, jetstream: JetstreamServer
+) -> None:
+    """After the connection is cut, the follower reconnects from its cursor and misses nothing."""
+    ctx = Ctx()
+    gen = follower(http, jetstream).follow(None, ctx)
+    pending = asyncio.ensure_future(next_changes(gen))
+    await jetstream.wait_for_subscribers()
+    jetstream.commit(ALICE, "3before", post_record("#TheChat before"))
+    before = await pending
+    await jetstream.drop()
+    jetstream.commit(ALICE, "3during", post_record("#TheChat during the outage"))
+    batch = await next_changes(gen)
+    assert [c.post.remote_id for c in batch.changes] == [  # type: ignore[union-attr]
+        f"at://{ALICE}/app.bsky.feed.post/3during"
+    ]
+    assert any(state == "reconnecting" for state, _ in ctx.states)
+    assert jetstream.subscriptions[-1]["cursor"] == [before.cursor]
+    await gen.aclose()
+
+
+async def test_jetstream_follower_upserts_again_when_the_profile_arrives(
+    http: httpx.AsyncClient, jetstream: JetstreamServer
+) -> None:
+    """A post is yielded at once with the DID as author, then again with the profile's name."""
+    jetstream.add_account(ALICE, "alice.test", display_name="Alice <Liddell>")
+    gen = follower(http, jetstream).follow(None, Ctx())
+    pending = asyncio.ensure_future(next_changes(gen))
+    await jetstream.wait_for_subscribers()
+    jetstream.commit(ALICE, "3p", post_record("#TheChat who am I"))
+    first = (await pending).changes[0]
+    assert isinstance(first, Upsert) and first.post.author.handle == ALICE
+    later = await next_changes(gen)
+    assert isinstance(later.changes[0], Upsert)
+    author = later.changes[0].post.author
+    assert (author.name, author.handle, author.remote_id) == ("Alice <Liddell>", "@alice.test", ALICE)
+    assert later.changes[0].post.remote_id == first.post.remote_id
+    await gen.aclose()
+
+
+async def test_jetstream_follower_loads_history_when_signed_in(
+    http: httpx.AsyncClient, jetstream: JetstreamServer
+) -> None:
+    """With an account, a first start loads tagged history by search (oldest first) before live."""
+    jetstream.commit(BOB, "3old1", post_record("#TheChat old one"))
+    jetstream.commit(BOB, "3untagged", post_record("#Other"))
+    jetstream.commit(BOB, "3old2", post_record("old two", facets=False, tags=["thechat"]))
+    session = BlueskySession(BOB, "bob.test", "access-token", "refresh-token", jetstream.http_url)
+    account = AccountClient(http, session)
+    ctx = Ctx()
+    gen = follower(http, jetstream, account=account).follow(None, ctx)
+    history = await next_changes(gen)
+    assert [c.post.remote_id for c in history.changes] == [  # type: ignore[union-attr]
+        f"at://{BOB}/app.bsky.feed.post/3old1",
+        f"at://{BOB}/app.bsky.feed.post/3old2",
+    ]
+    assert history.changes[0].post.author.handle == "@bob.test"  # type: ignore[union-attr]
+    request = jetstream.search_requests[0]
+    assert request["authorization"] == "Bearer access-token"
+    assert request["params"]["tag"] == ["TheChat"] and request["params"]["sort"] == ["latest"]
+    assert ctx.notices == []
+    await jetstream.wait_for_subscribers()
+    jetstream.commit(ALICE, "3live", post_record("#thechat live"))
+    live = await next_changes(gen)
+    assert [c.post.remote_id for c in live.changes] == [  # type: ignore[union-attr]
+        f"at://{ALICE}/app.bsky.feed.post/3live"
+    ]
+    await gen.aclose()
+
+
+async def test_jetstream_follower_without_account_posts_the_notice_once(
+    http: httpx.AsyncClient, jetstream: JetstreamServer
+) -> None:
+    """Without an account, the follower says history is unavailable, once, and still streams."""
+    ctx = Ctx()
+    old_cursor = str(int((time.time() - 3 * 86400) * 1_000_000))
+    gen = follower(http, jetstream).follow(old_cursor, ctx)
+    pending = asyncio.ensure_future(next_changes(gen))
+    await jetstream.wait_for_subscribers()
+    await jetstream.drop()
+    await jetstream.wait_for_subscribers()
+    jetstream.commit(ALICE, "3x", post_record("#TheChat x"))
+    await pending
+    assert ctx.notices == [NO_HISTORY_NOTICE]
+    await gen.aclose()
+
+
+# --- search errors ------------------------------------------------------------------------
+
+
+async def test_search_posts_maps_errors(
+    http: httpx.AsyncClient, jetstream: JetstreamServer
+) -> None:
+    """429 gives NetworkError with retry_after from ratelimit-reset; 401 AuthError; 400 rejected."""
+    session = BlueskySession(BOB, "bob.test", "tok", "ref", jetstream.http_url)
+    account = AccountClient(http, session)
+    reset = int(time.time()) + 120
+    jetstream.fail_next_search(
+        429,
+        {"error": "RateLimitExceeded", "message": "Rate Limit Exceeded"},
+        {"ratelimit-reset": str(reset), "ratelimit-remaining": "0"},
+    )
+    with pytest.raises(NetworkError) as limited:
+        await search_posts(account, TAG)
+    assert limited.value.status == 429
+    assert limited.value.retry_after is not None and 100 < limited.value.retry_after <= 120
+    jetstream.fail_next_search(401, {"error": "AuthenticationRequired", "message": "Bad token"})
+    with pytest.raises(AuthError):
+        await search_posts(account, TAG)
+    jetstream.fail_next_search(400, {"error": "InvalidRequest", "message": "bad since"})
+    with pytest.raises(RemoteRejected, match="bad since"):
+        await search_posts(account, TAG)
+    jetstream.fail_next_search(502, {"error": "UpstreamFailure", "message": "down"})
+    with pytest.raises(NetworkError) as upstream:
+        await search_posts(account, TAG)
+    assert not isinstance(upstream.value, AuthError | RemoteRejected)
