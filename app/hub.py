@@ -190,12 +190,16 @@ class Hub:
         try:
             yield subscriber
         finally:
-            subs = self._subs.get(subscriber.chat_id)
-            if subs is not None:
-                subs.discard(subscriber)
-                if not subs:
-                    del self._subs[subscriber.chat_id]
+            self.remove(subscriber)
             subscriber.cancel()
+
+    def remove(self, subscriber: Subscriber) -> None:
+        """Stop delivering to ``subscriber`` (idempotent)."""
+        subs = self._subs.get(subscriber.chat_id)
+        if subs is not None:
+            subs.discard(subscriber)
+            if not subs:
+                del self._subs[subscriber.chat_id]
 
     def publish(self, frames: list[Frame]) -> None:
         """Hand ``frames`` (already committed, in offset order) to every subscriber."""

@@ -278,14 +278,10 @@ class Accounts:
             )
             if existing is not None:  # the stream was faster than our response
                 return post_json(existing), []
-            stored, frames = rooms._apply_batch(session, fresh, None, [Upsert(rp)])
-            post = stored[0]
-            post.pending = True
-            post.account_id = account_id
-            session.add(post)
-            session.flush()
-            # Re-render the event with the pending flag set (the frame was built before).
-            return post_json(post), frames
+            stored, frames = rooms._apply_batch(
+                session, fresh, None, [Upsert(rp)], pending=True, account_id=account_id
+            )
+            return post_json(stored[0]), frames
 
         return await self.rooms.write(fn)
 

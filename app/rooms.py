@@ -282,7 +282,16 @@ class Rooms:
         chat: Chat,
         source_id: int | None,
         changes: Sequence[Upsert | Delete],
+        *,
+        pending: bool = False,
+        account_id: int | None = None,
     ) -> tuple[list[Post], list[Frame]]:
+        """Store ``changes`` for ``chat``: insert new posts, apply edits, reconcile pending
+        copies, mark deletes; returns the posts written and their frames.
+
+        ``pending``/``account_id`` mark new posts as optimistic copies of a post just made
+        through a network account; the network's own delivery later reconciles them.
+        """
         hosts = self.hosts(session, chat.id)  # type: ignore[arg-type]
         frames: list[Frame] = []
         stored: list[Post] = []
@@ -306,6 +315,8 @@ class Rooms:
                 )
                 if existing is None:
                     post = self._build_post(session, chat, rp)
+                    post.pending = pending
+                    post.account_id = account_id
                     session.add(post)
                     session.flush()
                     self._alias(session, source_id, rp.local_id, post.id)  # type: ignore[arg-type]
@@ -616,6 +627,20 @@ class Rooms:
                 pins=pins,
                 past_questions=past,
             )
+
+        return await self.read(fn)
+
+    async def posts_before(self, slug: str, before: int | None, limit: int) -> list[dict[str, Any]]:
+        """Visible posts older than post id ``before`` (or the newest), newest first."""
+
+        def fn(session: Session) -> list[dict[str, Any]]:
+            chat = self.chat_by_slug(session, slug)
+            hosts = self.hosts(session, chat.id)  # type: ignore[arg-type]
+            query = select(Post).where(Post.chat_id == chat.id, *_visible())  # type: ignore[arg-type]
+            if before is not None:
+                query = query.where(Post.id < before)  # type: ignore[arg-type, operator]
+            rows = session.execute(query.order_by(Post.id.desc()).limit(limit)).scalars().all()  # type: ignore[union-attr]
+            return [self.present(p, hosts) for p in rows]
 
         return await self.read(fn)
 

@@ -220,33 +220,61 @@ async def test_restart_resumes_the_ingester_without_gap_or_duplicate(make_server
     assert health["ingesters"][0]["state"] in ("replaying", "starting")
 
 
+def _ws_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """Split unmasked server-to-client websocket frames into (opcode, payload)."""
+    frames, i = [], 0
+    while i + 2 <= len(data):
+        opcode, length = data[i] & 0x0F, data[i + 1] & 0x7F
+        i += 2
+        if length == 126:
+            length, i = int.from_bytes(data[i : i + 2], "big"), i + 2
+        elif length == 127:
+            length, i = int.from_bytes(data[i : i + 8], "big"), i + 8
+        frames.append((opcode, data[i : i + length]))
+        i += length
+    return frames
+
+
 async def test_slow_client_is_dropped_without_slowing_others(make_server):
     """A client that stops reading is disconnected (1013) once its backlog overflows;
-    a reading client keeps receiving every frame in order."""
+    a reading client keeps receiving every frame in order meanwhile."""
+    import base64
+    import os
+    import socket
+
     server = make_server(
         HASHROOM_DEMO_ENABLED="true", HASHROOM_DEMO_SPEED="400", HASHROOM_WS_CLIENT_BUFFER="16"
     )
     fast = await LiveClient.open(server.ws_url, "demo")
     snap = await fast.next()
-    from websockets.asyncio.client import connect
-
-    stalled = await connect(
-        f"{server.ws_url}/api/chats/demo/live", origin=server.url, max_queue=1, max_size=None
+    # A raw client with a tiny receive window that completes the handshake, then never reads.
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect(("127.0.0.1", server.port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    stalled.sendall(
+        (
+            f"GET /api/chats/demo/live HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Sec-WebSocket-Version: 13\r\nOrigin: {server.url}\r\n\r\n"
+        ).encode()
     )
-    # Never read from `stalled`: its TCP buffers fill, then its server-side backlog overflows.
     offsets = [snap["offset"]]
-    while len(offsets) < 1500:
-        offsets.append((await fast.until(lambda f: f["type"] == "post"))["offset"])
-    assert offsets[1:] == list(range(offsets[1], offsets[1] + len(offsets) - 1))
-    closed_code = None
-    try:
-        async with asyncio.timeout(20):
-            while True:
-                await stalled.recv()
-    except ConnectionClosed as exc:
-        closed_code = exc.rcvd.code if exc.rcvd else None
-    assert closed_code == 1013
     async with httpx.AsyncClient(base_url=server.url) as http:
-        health = (await http.get("/healthz")).json()
-    assert health["clients"] == 1
+        async with asyncio.timeout(45):
+            while True:
+                for _ in range(100):
+                    offsets.append((await fast.until(lambda f: f["type"] == "post"))["offset"])
+                if (await http.get("/healthz")).json()["clients"] == 1:
+                    break
+    assert offsets[1:] == list(range(offsets[1], offsets[1] + len(offsets) - 1))
+    # Now drain the stalled socket: what was buffered, then the server's close frame.
+    stalled.settimeout(15)
+    data = b""
+    while chunk := stalled.recv(1 << 20):
+        data += chunk
+    stalled.close()
+    body = data.split(b"\r\n\r\n", 1)[1]
+    closes = [payload for opcode, payload in _ws_frames(body) if opcode == 0x8]
+    assert closes and int.from_bytes(closes[0][:2], "big") == 1013
     await fast.close()

@@ -158,15 +158,23 @@ async def get_chat(slug: str, rooms: RoomsDep) -> dict[str, Any]:
     }
 
 
-@router.get("/chats/{slug}/posts", summary="Latest visible posts, newest first")
-async def latest_posts(
-    slug: str, rooms: RoomsDep, limit: int = Query(50, ge=1, le=500)
+@router.get(
+    "/chats/{slug}/posts",
+    summary="Visible posts, newest first",
+    description="Pages backwards with `before` (a post id). Each item has the post and its "
+    "rendered `html` (the same partial as live frames).",
+)
+async def list_posts(
+    slug: str,
+    rooms: RoomsDep,
+    before: int | None = Query(None, ge=1),
+    limit: int = Query(50, ge=1, le=500),
 ) -> dict[str, Any]:
     try:
-        snap = await rooms.snapshot(slug, limit=limit)
+        items = await rooms.posts_before(slug, before, limit)
     except NotFound as exc:
         raise _http_error(exc) from exc
-    return {"offset": snap.offset, "epoch": snap.epoch, "posts": [p["post"] for p in snap.posts]}
+    return {"items": items, "more": len(items) == limit}
 
 
 @router.get("/chats/{slug}/events", summary="Events after an offset, in order")

@@ -57,13 +57,17 @@ async def live(websocket: WebSocket, slug: str) -> None:
     def send(text: str):  # type: ignore[no-untyped-def]
         return raw_send({"type": "websocket.send", "text": text})
 
+    closing: list[asyncio.Task[None]] = []
+
     def on_drop(sub: Subscriber) -> None:
         log.info("dropping websocket client of %s: %s", slug, sub.close_reason)
+        state.hub.remove(sub)  # stop buffering for it at once
         task = asyncio.get_running_loop().create_task(
             _close(websocket, CLOSE_TOO_SLOW, "too slow, resume from your offset")
         )
         _closers.add(task)
         task.add_done_callback(_closers.discard)
+        closing.append(task)
 
     sub = Subscriber(chat.id, send, limit=settings.ws_client_buffer, on_drop=on_drop)  # type: ignore[arg-type]
     try:
@@ -71,6 +75,10 @@ async def live(websocket: WebSocket, slug: str) -> None:
             await _catch_up(rooms, sub, chat.id, after, client_epoch, settings.ws_replay_limit)  # type: ignore[arg-type]
             await sub.go_live()
             await _hold(websocket, sub, settings.ws_ping_interval)
+            if closing:
+                # Let the close frame follow what the client still has to read; a client
+                # that never reads again is reaped by the protocol's ping timeout.
+                await asyncio.wait(closing, timeout=3 * settings.ws_ping_interval)
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass
 
@@ -135,7 +143,7 @@ async def _hold(websocket: WebSocket, sub: Subscriber, ping_interval: float) -> 
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:
     try:
-        await asyncio.wait_for(websocket.close(code=code, reason=reason), timeout=10)
+        await websocket.close(code=code, reason=reason)
     except Exception:  # already gone, or a stuck reader: the ping timeout reaps it
         pass
 
