@@ -46,14 +46,14 @@ class ChatIn(BaseModel):
 
 
 class PostIn(BaseModel):
-    text: str = Field(max_length=5000)
+    text: str = Field(max_length=100_000)
     author: str = Field("", max_length=60)
     in_reply_to: int | None = None
     account_id: int | None = None
 
 
 class QuestionIn(BaseModel):
-    text: str = Field(max_length=5000)
+    text: str = Field(max_length=100_000)
     author: str = Field("Host", max_length=60)
 
 
@@ -61,6 +61,14 @@ def _http_error(exc: Exception) -> HTTPException:
     if isinstance(exc, NotFound):
         return HTTPException(404, str(exc))
     return HTTPException(422, str(exc))
+
+
+def check_length(value: str, limit: int) -> None:
+    """Refuse oversized input before any work is done on it."""
+    if len(value) > limit:
+        raise HTTPException(
+            422, f"text: {len(value)} characters is far over any limit; keep it under {limit}"
+        )
 
 
 def moderator_url(request: Request, settings: Any, slug: str, key: str) -> str:
@@ -202,7 +210,10 @@ async def list_events(
     description="The chat's hashtag is appended unless the text already has it as a whole tag.",
     dependencies=[CsrfDep],
 )
-async def create_post(slug: str, body: PostIn, request: Request, rooms: RoomsDep) -> dict[str, Any]:
+async def create_post(
+    slug: str, body: PostIn, request: Request, rooms: RoomsDep, settings: SettingsDep
+) -> dict[str, Any]:
+    check_length(body.text, settings.max_request_text)
     if body.account_id is not None:
         publish = request.app.state.publish_via_account
         if publish is None:
@@ -243,8 +254,9 @@ async def unpin_post(slug: str, post_id: int, rooms: RoomsDep, _mod: ModeratorDe
     summary="Post a host question and pin it (moderators)",
 )
 async def ask_question(
-    slug: str, body: QuestionIn, rooms: RoomsDep, _mod: ModeratorDep
+    slug: str, body: QuestionIn, rooms: RoomsDep, settings: SettingsDep, _mod: ModeratorDep
 ) -> dict[str, Any]:
+    check_length(body.text, settings.max_request_text)
     try:
         return await rooms.ask_question(slug, body.text, body.author or "Host")
     except (NotFound, Invalid, ValueError) as exc:
