@@ -325,9 +325,14 @@ class Rooms:
                     continue
                 self._alias(session, source_id, rp.local_id, existing.id)  # type: ignore[arg-type]
                 fresh = self._build_post(session, chat, rp)
+                better_author = _better_author(fresh, existing)
                 changed = existing.pending or (
                     not existing.deleted
-                    and (fresh.html != existing.html or _edited_later(fresh, existing))
+                    and (
+                        fresh.html != existing.html
+                        or _edited_later(fresh, existing)
+                        or better_author
+                    )
                 )
                 if not changed:
                     continue  # a duplicate delivery (another instance, a replayed stream)
@@ -345,6 +350,9 @@ class Rooms:
                     "answer_number",
                 ):
                     setattr(existing, attr, getattr(fresh, attr))
+                if better_author:
+                    for attr in ("author_name", "author_handle", "author_avatar", "author_url"):
+                        setattr(existing, attr, getattr(fresh, attr) or getattr(existing, attr))
                 existing.pending = False
                 existing.extra = {**existing.extra, **fresh.extra}
                 session.add(existing)
@@ -715,6 +723,19 @@ class Rooms:
 
         return await self.read(fn)
 
+    async def source_networks(self, chat_id: int) -> list[str]:
+        """The networks a chat follows (each once, in the order its sources were added)."""
+
+        def fn(session: Session) -> list[str]:
+            rows = session.execute(
+                select(Source.network)
+                .where(Source.chat_id == chat_id)  # type: ignore[arg-type]
+                .order_by(Source.id)  # type: ignore[arg-type]
+            ).scalars()
+            return list(dict.fromkeys(rows))
+
+        return await self.read(fn)
+
     async def event_count(self, chat_id: int) -> int:
         return await self.read(
             lambda s: (
@@ -758,6 +779,25 @@ def _visible() -> tuple[Any, ...]:
         Post.deleted.is_(False),  # type: ignore[attr-defined]
         Post.held.is_(False),  # type: ignore[attr-defined]
     )
+
+
+def _better_author(fresh: Post, existing: Post) -> bool:
+    """True when a later delivery names the author better than the stored copy.
+
+    Networks that deliver before a profile is known (a Bluesky firehose gives only a DID)
+    send the post again once it is. Other differences — e.g. each Mastodon instance proxies
+    avatars through its own media cache — must not cause updates back and forth.
+    """
+
+    def placeholder(p: Post) -> bool:
+        return p.author_handle.startswith(("did:", "@did:")) or p.author_name in (
+            p.author_handle,
+            p.author_remote_id,
+        )
+
+    if placeholder(existing) and not placeholder(fresh):
+        return True
+    return bool(fresh.author_avatar and not existing.author_avatar)
 
 
 def _edited_later(fresh: Post, existing: Post) -> bool:
