@@ -10,10 +10,11 @@ after a capped, jittered backoff, so nothing is lost and nothing is stored twice
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 QUEUE_BATCHES = 64  # batches a follower may run ahead of the database before it waits
 
-FollowerFactory = Callable[[Source, Chat], Follower]
+FollowerFactory = Callable[[Source, Chat], Follower | Awaitable[Follower]]
 
 
 def backoff_delay(attempt: int, base: float, cap: float) -> float:
@@ -127,6 +128,8 @@ class Ingester:
             try:
                 cursor = await self.rooms.source_cursor(self.source_id)
                 follower = self.factory(self.source, self.chat)
+                if inspect.isawaitable(follower):  # factories may need I/O (e.g. known ids)
+                    follower = await follower
                 stored = await self.run_once(follower, cursor)
                 attempt = 0 if stored else attempt
                 self.status.state = "restarting"
