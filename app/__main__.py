@@ -21,6 +21,9 @@ def main() -> None:
         ws_ping_interval=settings.ws_ping_interval,
         ws_ping_timeout=settings.ws_ping_interval,
         ws_max_size=64 * 1024,
+        # Compression costs one deflate per frame per reader (over half the server's CPU in
+        # bench/fanout.py); frames are small JSON and fan-out is the hot path, so it is off.
+        ws_per_message_deflate=False,
         proxy_headers=True,
     )
 

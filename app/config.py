@@ -95,6 +95,19 @@ class Settings(BaseSettings):
         5000, ge=1, description="Hard cap on any text field accepted by the API, in characters."
     )
 
+    schedule_lead_minutes: float = Field(
+        10.0,
+        ge=0,
+        description="Minutes before a scheduled session that the chat's network followers "
+        "start (chats without a schedule are followed all the time).",
+    )
+    schedule_tail_minutes: float = Field(
+        30.0,
+        ge=0,
+        description="Minutes after a scheduled session ends that its followers keep running "
+        "for late answers; a session's transcript covers them too.",
+    )
+
     mastodon_backfill: int = Field(
         80, ge=0, description="Recent Mastodon posts fetched when a chat starts following a tag."
     )

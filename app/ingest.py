@@ -265,9 +265,21 @@ class IngestManager:
         self.settings = settings
         self.factories = factories
         self.ingesters: dict[int, Ingester] = {}
+        # Set by app.scheduler.Scheduler: chats with a schedule are followed around their
+        # sessions only, so starting one just asks the scheduler to plan again.
+        self.on_scheduled: Callable[[], None] | None = None
 
     def start(self, source: Source, chat: Chat) -> bool:
-        """Start following ``source``; False when no follower serves its network."""
+        """Start following ``source``; False when no follower serves its network, or when
+        the chat has a schedule and the scheduler will follow it around its sessions."""
+        if chat.schedule_start and self.on_scheduled is not None:
+            self.on_scheduled()
+            return False
+        return self.start_now(source, chat)
+
+    def start_now(self, source: Source, chat: Chat) -> bool:
+        """Start following ``source`` whatever its schedule; False when no follower serves
+        its network or it is already followed."""
         factory = self.factories.get(source.network)
         if factory is None or source.id in self.ingesters:
             return False

@@ -21,10 +21,14 @@ from .db import make_engine
 from .hub import Hub
 from .ingest import FollowerFactory, IngestManager
 from .models import Chat, Source
+from .moderation import Moderation
 from .present import Presenter
-from .rooms import DEMO_SLUG, Rooms, demo_moderator_key
 from .publishing import Accounts, Publisher
-from .routes import accounts, api, health, live, pages
+from .rooms import DEMO_SLUG, Rooms, demo_moderator_key
+from .routes import accounts, api, health, live, pages, transcripts, wall
+from .routes import calendar as calendar_routes
+from .routes import moderation as moderation_routes
+from .scheduler import Scheduler, upcoming_for_page
 from .security import Vault
 from .sources import install_all
 from .tasks import Supervisor
@@ -39,6 +43,23 @@ CSP = (
     "media-src 'self' https:; connect-src 'self'; font-src 'self'; object-src 'none'; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
+
+
+class RawSend:
+    """Keeps the server's own ``send`` in the scope of websocket connections.
+
+    The live endpoint writes frames through it directly: each layer of middleware wrapping
+    ``send`` costs a coroutine per frame per client, which adds up at thousands of clients.
+    Only plain ``websocket.send`` messages of an accepted connection go this way.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            scope["hashroom.raw_send"] = send
+        await self.app(scope, receive, send)
 
 
 class SecurityHeaders:
@@ -126,6 +147,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.rooms = rooms
         app.state.supervisor = supervisor
         app.state.ingest = ingest
+        app.state.scheduler = scheduler = Scheduler(rooms, ingest, settings)
+        app.state.moderation = Moderation(rooms, on_schedule_change=scheduler.wake)
         app.state.http = http
         app.state.accounts = Accounts(rooms, app.state.vault, app.state.publishers)
         for hook in app.state.startup_hooks:
@@ -143,6 +166,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         started = await ingest.start_all()
         log.info("started %d ingester(s)", started)
+        # Scheduled chats are followed around their sessions only (app/scheduler.py).
+        supervisor.start("scheduler", scheduler.run())
         try:
             yield
         finally:
@@ -158,6 +183,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.templates = make_templates()
+    app.state.templates.env.globals["upcoming_sessions"] = upcoming_for_page
     app.state.session_cookie = SESSION_COOKIE
     app.state.source_builders = {}
     app.state.vault = Vault(settings.secret_key)
@@ -196,10 +222,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_age=60 * 60 * 24 * 365,
     )
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(RawSend)  # outermost of ours: it sees the server's own send
     app.include_router(health.router)
     app.include_router(api.router)
     app.include_router(accounts.router)
     app.include_router(live.router)
+    app.include_router(moderation_routes.router)
+    app.include_router(transcripts.router)
+    app.include_router(calendar_routes.router)
+    app.include_router(wall.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

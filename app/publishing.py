@@ -9,6 +9,7 @@ reconciled — same network and remote id — when it comes back through the net
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 from dataclasses import dataclass, field
@@ -84,6 +85,16 @@ class Publisher(Protocol):
         ...
 
 
+# A page render waits this long at most for a network to say its post length limit.
+DESCRIBE_TIMEOUT = 3.0
+
+
+def derived_key(account_id: int, chat_id: int, final_text: str, target: Target | None) -> str:
+    """An idempotency key for a post whose request brought none (stable for equal posts)."""
+    parts = [str(account_id), str(chat_id), target.remote_id if target else "", final_text]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
 def key_hash(key: str) -> str:
     return "key:" + hashlib.sha256(key.encode()).hexdigest()
 
@@ -117,6 +128,11 @@ class Accounts:
             raise HTTPException(401, f"{network} refused these credentials: {exc}") from exc
         except NetworkError as exc:
             raise HTTPException(502, f"could not reach {network}: {exc}") from exc
+        return await self.add(network, connected)
+
+    async def add(self, network: str, connected: Connected) -> tuple[Account, str]:
+        """Store an account already verified by its publisher (e.g. after an OAuth sign-in);
+        returns it and its API key (shown once)."""
         key = secrets.token_urlsafe(24)
         account = Account(
             network=network,
@@ -139,6 +155,37 @@ class Accounts:
         if account is None:
             raise HTTPException(404, f"no account {account_id}")
         return account
+
+    async def describe(self, ids: list[int], networks: set[str]) -> list[dict[str, Any]]:
+        """The accounts among ``ids`` that post to one of ``networks``, for the composer:
+        ``id, network, instance, handle, limit`` (``limit`` None when the network cannot say
+        within a moment; the server checks the length again when posting)."""
+        rows = await self.rooms.read(
+            lambda s: [a for i in ids if (a := s.get(Account, i)) is not None]
+        )
+        out = []
+        for account in rows:
+            pub = self.publishers.get(account.network)
+            if pub is None or account.network not in networks:
+                continue
+            limit = None
+            try:
+                rule = await asyncio.wait_for(
+                    pub.length_rule(account, self.vault.open(account.secret)), DESCRIBE_TIMEOUT
+                )
+                limit = rule.limit
+            except (NetworkError, ValueError, TimeoutError):
+                pass
+            out.append(
+                {
+                    "id": account.id,
+                    "network": account.network,
+                    "instance": account.instance,
+                    "handle": account.handle,
+                    "limit": limit,
+                }
+            )
+        return out
 
     async def disconnect(self, account: Account) -> None:
         pub = self.publishers.get(account.network)
@@ -220,10 +267,12 @@ class Accounts:
                 f"text: {length} characters with the hashtag, {account.network} allows "
                 f"{rule.limit}; shorten it by {length - rule.limit}",
             )
+        # Without a key from the client, the same account posting the same text to the same
+        # target in this chat gets the same key: a retry after a lost answer (a browser
+        # resending after a timeout) then returns the first post instead of a second one.
+        key = idempotency_key or derived_key(account.id, chat.id, final, target)  # type: ignore[arg-type]
         try:
-            result = await pub.publish(
-                account, secret, final, target, idempotency_key or secrets.token_hex(16)
-            )
+            result = await pub.publish(account, secret, final, target, key)
         except AuthError as exc:
             raise HTTPException(
                 401, f"{account.network} refused your account ({exc}); sign in again"

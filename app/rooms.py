@@ -27,7 +27,7 @@ from .config import Settings
 from .db import session_scope
 from .events import Frame
 from .hub import Hub
-from .models import Chat, ChatPerson, Event, Pin, Post, PostAlias, Source, utcnow
+from .models import Chat, ChatPerson, Event, ModAction, Pin, Post, PostAlias, Source, utcnow
 from .networks.base import Author, Batch, Delete, RemotePost, Upsert
 from .present import Presenter, pin_json, post_json
 from .qa import answer_number, question_number
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEMO_SLUG = "demo"
+# Post.extra flag: hidden because its author is blocked (unblocking shows exactly these).
+HIDDEN_BY_BLOCK = "hidden_by_block"
 
 
 class NotFound(LookupError):
@@ -128,17 +130,22 @@ class Rooms:
 
     @staticmethod
     def hosts(session: Session, chat_id: int) -> set[str]:
+        """The chat's named hosts and guests, as :func:`person_key` keys."""
         rows = session.execute(
-            select(ChatPerson.handle).where(
+            select(ChatPerson.network, ChatPerson.handle).where(
                 ChatPerson.chat_id == chat_id,  # type: ignore[arg-type]
                 ChatPerson.role.in_(("host", "guest")),  # type: ignore[attr-defined]
             )
-        ).scalars()
-        return {h.lstrip("@").casefold() for h in rows}
+        ).all()
+        return {person_key(network, handle) for network, handle in rows}
 
     @staticmethod
     def is_host(post: Post, hosts: set[str]) -> bool:
-        return bool(post.extra.get("is_host")) or post.author_handle.lstrip("@").casefold() in hosts
+        if post.extra.get("is_host"):
+            return True
+        return person_key("*", post.author_handle) in hosts or (
+            person_key(post.network, post.author_handle) in hosts
+        )
 
     def present(self, post: Post, hosts: set[str]) -> dict[str, Any]:
         data = post_json(post, is_host=self.is_host(post, hosts))
@@ -229,13 +236,18 @@ class Rooms:
         html = text.sanitize_html(rp.html) if rp.html else text.render_text(rp.text)
         plain = rp.text or text.html_to_text(html)
         parent_id = None
+        reply_to_handle = rp.reply_to_handle
         if rp.in_reply_to:
-            parent_id = session.execute(
-                select(Post.id).where(
+            parent = session.execute(
+                select(Post.id, Post.author_handle).where(
                     Post.chat_id == chat.id,  # type: ignore[arg-type]
                     Post.remote_id == rp.in_reply_to,  # type: ignore[arg-type]
                 )
-            ).scalar()
+            ).first()
+            if parent is not None:
+                # Networks that name the parent only by reference (Bluesky) learn its
+                # author here, for the "replying to @…" line.
+                parent_id, reply_to_handle = parent[0], reply_to_handle or parent[1]
         extra = dict(rp.extra)
         post = Post(
             chat_id=chat.id,  # type: ignore[arg-type]
@@ -260,7 +272,7 @@ class Rooms:
             language=rp.language,
             in_reply_to_remote=rp.in_reply_to,
             in_reply_to_id=parent_id,
-            reply_to_handle=rp.reply_to_handle,
+            reply_to_handle=reply_to_handle,
             thread_root_remote=rp.thread_root,
             reposted_by_name=rp.reposted_by.name if rp.reposted_by else None,
             reposted_by_handle=rp.reposted_by.handle if rp.reposted_by else None,
@@ -293,6 +305,11 @@ class Rooms:
         through a network account; the network's own delivery later reconciles them.
         """
         hosts = self.hosts(session, chat.id)  # type: ignore[arg-type]
+        # Blocks and hold-for-review rules. app/moderation.py builds on this module, so it is
+        # imported here rather than at the top.
+        from .moderation import Screen, shown
+
+        screen = Screen.load(session, chat.id)  # type: ignore[arg-type]
         frames: list[Frame] = []
         stored: list[Post] = []
         for change in changes:
@@ -317,10 +334,12 @@ class Rooms:
                     post = self._build_post(session, chat, rp)
                     post.pending = pending
                     post.account_id = account_id
+                    screen.apply(post, is_host=self.is_host(post, hosts))
                     session.add(post)
                     session.flush()
                     self._alias(session, source_id, rp.local_id, post.id)  # type: ignore[arg-type]
-                    frames.append(self._post_event(session, "post", post, hosts))
+                    if shown(post):  # blocked and held posts never reach readers
+                        frames.append(self._post_event(session, "post", post, hosts))
                     stored.append(post)
                     continue
                 self._alias(session, source_id, rp.local_id, existing.id)  # type: ignore[arg-type]
@@ -353,11 +372,26 @@ class Rooms:
                 if better_author:
                     for attr in ("author_name", "author_handle", "author_avatar", "author_url"):
                         setattr(existing, attr, getattr(fresh, attr) or getattr(existing, attr))
+                was_shown = shown(existing)
                 existing.pending = False
                 existing.extra = {**existing.extra, **fresh.extra}
+                held = was_shown and screen.hold_edit(
+                    existing, is_host=self.is_host(existing, hosts)
+                )
                 session.add(existing)
                 session.flush()
-                frames.append(self._post_event(session, "update", existing, hosts))
+                if held:  # an edit that trips a rule goes back for review
+                    frames.append(
+                        events.append(
+                            session,
+                            chat.id,
+                            "hide",
+                            {"post_id": existing.id},
+                            post_id=existing.id,  # type: ignore[arg-type]
+                        )
+                    )
+                elif shown(existing):
+                    frames.append(self._post_event(session, "update", existing, hosts))
                 stored.append(existing)
             else:
                 post = self._find_deleted(session, chat.id, source_id, change)  # type: ignore[arg-type]
@@ -442,9 +476,13 @@ class Rooms:
         """Post in a native room as ``author``; the chat's hashtag is appended if missing."""
         return await self._native(slug, body, author, in_reply_to, owner=owner, pin=False)
 
-    async def ask_question(self, slug: str, body: str, author: str) -> dict[str, Any]:
-        """Post a host question and pin it, in one transaction."""
-        return await self._native(slug, body, author, None, owner="moderator", pin=True)
+    async def ask_question(
+        self, slug: str, body: str, author: str, *, actor: str | None = None
+    ) -> dict[str, Any]:
+        """Post a host question and pin it, in one transaction (logged as ``actor``'s)."""
+        return await self._native(
+            slug, body, author, None, owner="moderator", pin=True, actor=actor
+        )
 
     async def _native(
         self,
@@ -455,6 +493,7 @@ class Rooms:
         *,
         owner: str,
         pin: bool,
+        actor: str | None = None,
     ) -> dict[str, Any]:
         author = " ".join(author.split())
         if not author:
@@ -500,12 +539,27 @@ class Rooms:
                 session.add(pin_row)
                 session.flush()
                 frames.append(self._pin_event(session, pin_row, post))
+                self._log(session, actor, "question", post)
             hosts = self.hosts(session, chat.id)  # type: ignore[arg-type]
             return post_json(post, is_host=self.is_host(post, hosts)), frames
 
         return await self.write(fn)
 
     # -- moderation ------------------------------------------------------------------------
+
+    @staticmethod
+    def _log(
+        session: Session, actor: str | None, action: str, post: Post, **data: Any
+    ) -> ModAction | None:
+        """Log a moderator's change to ``post`` in its transaction; nothing without an actor
+        (undo applies inverses unlogged)."""
+        if actor is None:
+            return None
+        from .moderation import describe_post, record
+
+        return record(
+            session, post.chat_id, actor, action, describe_post(post), {"post_id": post.id, **data}
+        )
 
     def _pin_event(self, session: Session, pin: Pin, post: Post) -> Frame:
         hosts = self.hosts(session, pin.chat_id)
@@ -524,7 +578,9 @@ class Rooms:
             post_id=post.id,
         )
 
-    async def pin(self, slug: str, post_id: int, *, question: bool | None = None) -> dict[str, Any]:
+    async def pin(
+        self, slug: str, post_id: int, *, question: bool | None = None, actor: str | None = None
+    ) -> dict[str, Any]:
         """Pin a post (idempotent: pinning a pinned post changes nothing)."""
 
         def fn(session: Session) -> tuple[dict[str, Any], list[Frame]]:
@@ -537,6 +593,7 @@ class Rooms:
             pin = Pin(chat_id=chat.id, post_id=post_id, is_question=is_q)  # type: ignore[arg-type]
             session.add(pin)
             session.flush()
+            self._log(session, actor, "pin", post, question=is_q)
             return pin_json(pin), [self._pin_event(session, pin, post)]
 
         return await self.write(fn)
@@ -555,7 +612,7 @@ class Rooms:
             .first()
         )
 
-    async def unpin(self, slug: str, post_id: int) -> bool:
+    async def unpin(self, slug: str, post_id: int, *, actor: str | None = None) -> bool:
         """Unpin; False when the post was not pinned. The pin row stays as history."""
 
         def fn(session: Session) -> tuple[bool, list[Frame]]:
@@ -565,6 +622,9 @@ class Rooms:
                 return False, []
             pin.unpinned_at = utcnow()
             session.add(pin)
+            post = session.get(Post, post_id)
+            if post is not None:
+                self._log(session, actor, "unpin", post, question=pin.is_question)
             frame = events.append(
                 session,
                 chat.id,  # type: ignore[arg-type]
@@ -576,8 +636,11 @@ class Rooms:
 
         return await self.write(fn)
 
-    async def set_hidden(self, slug: str, post_id: int, hidden: bool) -> bool:
-        """Hide (or show again) a post room-wide. False when nothing changed."""
+    async def set_hidden(
+        self, slug: str, post_id: int, hidden: bool, *, actor: str | None = None
+    ) -> bool:
+        """Hide (or show again) a post room-wide. False when nothing changed. A post held
+        for review stays held when shown again here."""
 
         def fn(session: Session) -> tuple[bool, list[Frame]]:
             chat = self.chat_by_slug(session, slug)
@@ -585,12 +648,17 @@ class Rooms:
             if post.hidden == hidden:
                 return False, []
             post.hidden = hidden
+            # A moderator's own decision replaces a block's: unblocking must not touch it.
+            post.extra = {k: v for k, v in post.extra.items() if k != HIDDEN_BY_BLOCK}
             session.add(post)
             session.flush()
+            self._log(session, actor, "hide" if hidden else "unhide", post)
             if hidden:
                 frame = events.append(
                     session, chat.id, "hide", {"post_id": post_id}, post_id=post_id
                 )  # type: ignore[arg-type]
+            elif post.held:
+                return True, []
             else:
                 frame = self._post_event(session, "unhide", post, self.hosts(session, chat.id))  # type: ignore[arg-type]
             return True, [frame]
@@ -771,6 +839,13 @@ def chat_json(
         "last_post_at": iso(last_post_at),
         "schedule": schedule,
     }
+
+
+def person_key(network: str, handle: str) -> str:
+    """How a named person is matched: the handle without '@', case-folded, prefixed by its
+    network unless it applies to every network ("*")."""
+    key = handle.strip().lstrip("@").casefold()
+    return key if network == "*" else f"{network}\t{key}"
 
 
 def _visible() -> tuple[Any, ...]:

@@ -3,8 +3,8 @@
 One run, one machine. For each server: start it on a free port, connect N readers in a separate
 client process, publish posts at a fixed rate (a warm-up, then the measured window), and report
 delivered frames/s, frames per server CPU-second, commit-to-reader latency (p50/p99/max), lost
-and duplicated posts, and the client process' own CPU. The raw server sends frames of the size
-the app's readers just received, so the ratio app/raw is measured like for like.
+and duplicated posts, and the client process' own CPU. The raw server replays a post frame the
+app's readers received in the same run (same fields, same bytes), so app/raw is like for like.
 
     .venv/bin/python bench/fanout.py                       # both servers, 1,000 readers, 10 posts/s
     .venv/bin/python bench/fanout.py --only raw --clients 200
@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import platform
 import resource
@@ -331,12 +332,19 @@ class ClientProcess:
     log: Path
     result: dict[str, Any] = field(default_factory=dict)
 
+    async def expect(self, tag: str, timeout: float) -> str:
+        """The process' next ``tag`` line; a failure names the cause from its log."""
+        try:
+            return await read_tagged(self.proc, tag, timeout)
+        except (RuntimeError, TimeoutError) as exc:
+            raise RuntimeError(f"client process: no {tag} ({exc!r})\n{tail(self.log)}") from exc
+
 
 def percentile(sorted_values: array, q: float) -> float:
     """Nearest-rank percentile of already sorted values (0 when empty)."""
     if not sorted_values:
         return 0.0
-    rank = max(int(round(q / 100 * len(sorted_values) + 0.5)) - 1, 0)
+    rank = max(math.ceil(q / 100 * len(sorted_values)) - 1, 0)
     return sorted_values[min(rank, len(sorted_values) - 1)]
 
 
@@ -382,7 +390,7 @@ async def measure(server: Server, args: argparse.Namespace, workdir: Path) -> di
             clients.append(ClientProcess(proc, lat_file, log))
         connect_began = time.monotonic()
         for c in clients:
-            ready = await read_tagged(c.proc, "READY", args.connect_timeout + 30)
+            ready = await c.expect("READY", args.connect_timeout + 30)
             expected = shares[clients.index(c)]
             if int(ready) != expected:
                 raise RuntimeError(
@@ -432,12 +440,12 @@ async def measure(server: Server, args: argparse.Namespace, workdir: Path) -> di
             assert c.proc.stdin is not None
             c.proc.stdin.write(f"END {total_posts} {warmup_posts}\n".encode())
             await c.proc.stdin.drain()
-        drained = [float(await read_tagged(c.proc, "DRAINED", args.drain + 30)) for c in clients]
+        drained = [float(await c.expect("DRAINED", args.drain + 30)) for c in clients]
         server_cpu = cpu_seconds(server.pid) - server_cpu0
         client_cpu = sum(cpu_seconds(p) for p in pids) - client_cpu0
         cpu_wall = time.monotonic() - t0
         for c in clients:
-            c.result = json.loads(await read_tagged(c.proc, "RESULT", 60))
+            c.result = json.loads(await c.expect("RESULT", 60))
     finally:
         for c in clients:
             with contextlib.suppress(OSError, RuntimeError):
@@ -472,7 +480,8 @@ async def measure(server: Server, args: argparse.Namespace, workdir: Path) -> di
         "frames_per_s": frames / window_seconds,
         "server_cpu_s": server_cpu,
         "server_cpu_pct": 100 * server_cpu / cpu_wall,
-        "frames_per_cpu_s": frames / server_cpu if server_cpu > 0 else float("inf"),
+        # None when the window was too short for the kernel's CPU clock to tick.
+        "frames_per_cpu_s": frames / server_cpu if server_cpu > 0 else None,
         "client_cpu_s": client_cpu,
         "client_cpu_pct": 100 * client_cpu / cpu_wall,
         "client_us_per_frame": 1e6 * client_cpu / frames if frames else 0.0,
@@ -526,7 +535,10 @@ COLUMNS = [
 def table(results: list[dict[str, Any]]) -> str:
     """Render the per-server figures as an aligned text table."""
     rows = [[title for title, _, _ in COLUMNS]]
-    rows += [[fmt.format(r[key]) for _, key, fmt in COLUMNS] for r in results]
+    rows += [
+        [fmt.format(r[key]) if r[key] is not None else "n/a" for _, key, fmt in COLUMNS]
+        for r in results
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -539,8 +551,9 @@ def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         return {}
     row = dict(rounds[0])
     for key, value in rounds[0].items():
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            row[key] = statistics.median(r[key] for r in rounds)
+        values = [r[key] for r in rounds if r[key] is not None]
+        if isinstance(value, int | float) and not isinstance(value, bool) and values:
+            row[key] = statistics.median(values)
     row["round"] = "median"
     for key in ("lost", "duplicates", *ANOMALY_KEYS):
         row[key] = sum(r[key] for r in rounds)
@@ -557,7 +570,7 @@ def anomalies(r: dict[str, Any]) -> list[str]:
 
 def verdict(app: dict[str, Any], raw: dict[str, Any]) -> tuple[bool, list[str]]:
     """Judge the app against the raw baseline; return (passed, one line per check)."""
-    ratio = app["frames_per_cpu_s"] / raw["frames_per_cpu_s"]
+    ratio = (app["frames_per_cpu_s"] or 0.0) / (raw["frames_per_cpu_s"] or float("inf"))
     factor = app["p99_ms"] / raw["p99_ms"] if raw["p99_ms"] > 0 else float("inf")
     checks = [
         (

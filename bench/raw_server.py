@@ -25,6 +25,12 @@ from websockets.asyncio.server import ServerConnection, broadcast, serve
 
 EPOCH = "raw"
 
+
+def encode(frame: dict[str, Any]) -> str:
+    """Compact JSON with UTF-8 kept as is: the encoding Hashroom uses for its frames."""
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+
+
 _MARKUP = (
     '<div class="post-main"><header class="post-head"><span class="post-author">'
     '<span class="post-name">bench</span> <span class="post-handle">@bench</span></span> '
@@ -57,9 +63,9 @@ class FrameMaker:
         """Return the frame for ``text`` with ``ts`` = now (standing in for the commit time)."""
         if self.template is None:
             return self._synthetic(offset, text)
-        frame = dict(self.template, offset=offset, epoch=EPOCH, ts=time.time())
+        frame = dict(self.template, offset=offset, ts=time.time())
         found = SEQ_MARK.search(text)
-        encoded = json.dumps(frame)
+        encoded = encode(frame)
         return encoded.replace(self.mark, found.group(0)) if found else encoded
 
     def _synthetic(self, offset: int, text: str) -> str:
@@ -93,13 +99,13 @@ class FrameMaker:
             "html": f'<article class="post" id="post-{offset}">',
         }
         head = frame["html"]
-        encoded = json.dumps(frame)
+        encoded = encode(frame)
         room = self.frame_bytes - len(encoded.encode())
         filler = _MARKUP * (max(room, 0) // len(_MARKUP) + 1)
         while room > 0:
             # JSON escapes each '"' of the markup, so trim until the encoded frame fits.
             frame["html"] = head + filler[:room]
-            encoded = json.dumps(frame)
+            encoded = encode(frame)
             over = len(encoded.encode()) - self.frame_bytes
             if over <= 0:
                 break
@@ -107,7 +113,7 @@ class FrameMaker:
         short = self.frame_bytes - len(encoded.encode())
         if room > 0 and short > 0:
             frame["html"] += " " * short
-            encoded = json.dumps(frame)
+            encoded = encode(frame)
         return encoded
 
 

@@ -30,6 +30,12 @@ LAUNCH_ARGS = [
 ]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run browser tests last: while Playwright's sync API is open it leaves its event loop
+    marked as running in this thread, so async tests after it could not start their loops."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     """One headless Chromium for the whole session."""

@@ -47,7 +47,7 @@ class LiveClient:
         conn = await connect(url, origin=origin, max_size=None)  # type: ignore[arg-type]
         return cls(conn)
 
-    async def next(self, timeout: float = 5.0) -> dict[str, Any]:
+    async def next(self, timeout: float = 10.0) -> dict[str, Any]:
         """The next non-ping frame."""
         while True:
             frame = json.loads(await asyncio.wait_for(self.conn.recv(), timeout))

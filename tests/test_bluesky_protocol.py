@@ -11,8 +11,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import libipld
 import pytest
 
+from app.networks.atproto_firehose import FrameError, decode_frame
 from app.networks.base import AuthError, Batch, Delete, NetworkError, RemoteRejected, Upsert
 from app.networks.bluesky import (
     NO_HISTORY_NOTICE,
@@ -34,6 +36,7 @@ from tests.peers.jetstream import JetstreamServer
 
 ALICE = "did:plc:alice000000000000000000a"
 BOB = "did:plc:bob00000000000000000000b"
+CAROL = "did:plc:carol0000000000000000000c"
 TAG = "TheChat"
 
 
@@ -100,9 +103,7 @@ async def jetstream() -> AsyncIterator[JetstreamServer]:
         yield server
 
 
-def follower(
-    http: httpx.AsyncClient, server: JetstreamServer, **kwargs: Any
-) -> JetstreamFollower:
+def follower(http: httpx.AsyncClient, server: JetstreamServer, **kwargs: Any) -> JetstreamFollower:
     resolver = IdentityResolver(http, plc_url=server.http_url)
     kwargs.setdefault("backoff_base", 0.05)
     kwargs.setdefault("backoff_cap", 0.2)
@@ -132,7 +133,10 @@ def test_facets_follow_the_official_detection_rules() -> None:
         for f in facets
     ]
     assert found == [
-        ("https://example.org/wiki/Foo_(bar)", {"$type": "app.bsky.richtext.facet#link", "uri": "https://example.org/wiki/Foo_(bar)"}),
+        (
+            "https://example.org/wiki/Foo_(bar)",
+            {"$type": "app.bsky.richtext.facet#link", "uri": "https://example.org/wiki/Foo_(bar)"},
+        ),
         ("#tag", {"$type": "app.bsky.richtext.facet#tag", "tag": "tag"}),
         ("#a1", {"$type": "app.bsky.richtext.facet#tag", "tag": "a1"}),
         ("https://x.test/p", {"$type": "app.bsky.richtext.facet#link", "uri": "https://x.test/p"}),
@@ -189,20 +193,39 @@ def test_render_post_html_ignores_bad_facets_safely() -> None:
     size = len(text.encode())
     link = "app.bsky.richtext.facet#link"
     bad = [
-        {"index": {"byteStart": 0, "byteEnd": size + 5}, "features": [{"$type": link, "uri": "https://a.example"}]},
-        {"index": {"byteStart": 1, "byteEnd": 6}, "features": [{"$type": link, "uri": "https://b.example"}]},
-        {"index": {"byteStart": True, "byteEnd": 4}, "features": [{"$type": link, "uri": "https://c.example"}]},
-        {"index": {"byteStart": 5, "byteEnd": 7}, "features": [{"$type": link, "uri": "javascript:alert(1)"}]},
-        {"index": {"byteStart": 7, "byteEnd": 5}, "features": [{"$type": link, "uri": "https://d.example"}]},
+        {
+            "index": {"byteStart": 0, "byteEnd": size + 5},
+            "features": [{"$type": link, "uri": "https://a.example"}],
+        },
+        {
+            "index": {"byteStart": 1, "byteEnd": 6},
+            "features": [{"$type": link, "uri": "https://b.example"}],
+        },
+        {
+            "index": {"byteStart": True, "byteEnd": 4},
+            "features": [{"$type": link, "uri": "https://c.example"}],
+        },
+        {
+            "index": {"byteStart": 5, "byteEnd": 7},
+            "features": [{"$type": link, "uri": "javascript:alert(1)"}],
+        },
+        {
+            "index": {"byteStart": 7, "byteEnd": 5},
+            "features": [{"$type": link, "uri": "https://d.example"}],
+        },
         {"index": {"byteStart": 5, "byteEnd": 7}, "features": "nope"},
         "not a facet",
-        {"index": {"byteStart": 5, "byteEnd": 7}, "features": [{"$type": link, "uri": "https://ok.example"}]},
-        {"index": {"byteStart": 6, "byteEnd": 9}, "features": [{"$type": link, "uri": "https://overlap.example"}]},
+        {
+            "index": {"byteStart": 5, "byteEnd": 7},
+            "features": [{"$type": link, "uri": "https://ok.example"}],
+        },
+        {
+            "index": {"byteStart": 6, "byteEnd": 9},
+            "features": [{"$type": link, "uri": "https://overlap.example"}],
+        },
     ]
     html = render_post_html(text, bad)
-    assert html == (
-        '<p>👋 <a href="https://ok.example">hi</a> &lt;b&gt;there&lt;/b&gt; #x</p>'
-    )
+    assert html == ('<p>👋 <a href="https://ok.example">hi</a> &lt;b&gt;there&lt;/b&gt; #x</p>')
     assert render_post_html("", bad) == ""
     assert render_post_html("a < b", "garbage") == "<p>a &lt; b</p>"
 
@@ -213,10 +236,22 @@ def test_render_post_html_ignores_bad_facets_safely() -> None:
 def test_matches_tag_reads_facets_tags_field_and_text() -> None:
     """A post carries the tag by facet, by its tags field, or as a whole #tag in its text."""
     with_facet = {"text": "👩‍👩‍👧 #THECHAT", "facets": [tag_facet("👩‍👩‍👧 #THECHAT", "THECHAT")]}
-    facet_only = {"text": "see facet", "facets": [{"index": {"byteStart": 0, "byteEnd": 3}, "features": [{"$type": "app.bsky.richtext.facet#tag", "tag": "thechat"}]}]}
+    facet_only = {
+        "text": "see facet",
+        "facets": [
+            {
+                "index": {"byteStart": 0, "byteEnd": 3},
+                "features": [{"$type": "app.bsky.richtext.facet#tag", "tag": "thechat"}],
+            }
+        ],
+    }
     tags_only = {"text": "no hashtag in the text", "tags": ["TheChat"]}
     text_only = {"text": "Great answer #thechat."}
-    longer = {"text": "#TheChatter", "facets": [tag_facet("#TheChatter", "TheChatter")], "tags": ["thechats"]}
+    longer = {
+        "text": "#TheChatter",
+        "facets": [tag_facet("#TheChatter", "TheChatter")],
+        "tags": ["thechats"],
+    }
     assert matches_tag(with_facet, "thechat")
     assert matches_tag(facet_only, "#TheChat")
     assert matches_tag(tags_only, "thechat")
@@ -242,7 +277,10 @@ def test_record_to_post_maps_reply_media_quote_and_extra() -> None:
         embed={
             "$type": "app.bsky.embed.recordWithMedia",
             "record": {"record": {"uri": f"at://{BOB}/app.bsky.feed.post/3quoted", "cid": "bafyq"}},
-            "media": {"$type": "app.bsky.embed.images", "images": [{"image": blob, "alt": "a cat"}]},
+            "media": {
+                "$type": "app.bsky.embed.images",
+                "images": [{"image": blob, "alt": "a cat"}],
+            },
         },
         createdAt="2026-03-01T12:00:00.123Z",
     )
@@ -303,7 +341,18 @@ async def test_jetstream_follower_yields_tagged_posts_live(
     first = asyncio.ensure_future(next_changes(gen))
     await jetstream.wait_for_subscribers()
     jetstream.commit(BOB, "3untagged", post_record("nothing to see #other"))
-    jetstream.emit({"did": BOB, "kind": "identity", "identity": {"did": BOB, "handle": "bob.test", "seq": 1, "time": "2026-01-01T00:00:00Z"}})
+    jetstream.emit(
+        {
+            "did": BOB,
+            "kind": "identity",
+            "identity": {
+                "did": BOB,
+                "handle": "bob.test",
+                "seq": 1,
+                "time": "2026-01-01T00:00:00Z",
+            },
+        }
+    )
     jetstream.commit(BOB, "3like", {"subject": {}}, collection="app.bsky.feed.like")
     text = "😀 A1: ça va #TheChat"
     event = jetstream.commit(ALICE, "3tagged", post_record(text))
@@ -371,7 +420,21 @@ async def test_jetstream_follower_skips_malformed_frames(
     jetstream.send_raw(json.dumps({"did": ALICE, "kind": "commit", "commit": {}}))
     jetstream.send_raw(json.dumps([1, 2]))
     jetstream.commit(ALICE, "3norecord", operation="create", record=None)
-    jetstream.send_raw(json.dumps({"did": ALICE, "time_us": jetstream.next_time_us(), "kind": "commit", "commit": {"collection": "app.bsky.feed.post", "rkey": "3x", "operation": "create", "record": "text"}}))
+    jetstream.send_raw(
+        json.dumps(
+            {
+                "did": ALICE,
+                "time_us": jetstream.next_time_us(),
+                "kind": "commit",
+                "commit": {
+                    "collection": "app.bsky.feed.post",
+                    "rkey": "3x",
+                    "operation": "create",
+                    "record": "text",
+                },
+            }
+        )
+    )
     jetstream.commit(ALICE, "3fine", post_record("#TheChat fine"))
     batch = await pending
     assert [c.post.remote_id for c in batch.changes] == [  # type: ignore[union-attr]
@@ -385,17 +448,18 @@ async def test_jetstream_follower_reconnects_after_a_drop_without_loss(
     http: httpx.AsyncClient, jetstream: JetstreamServer
 ) -> None:
     """After the connection is cut, the follower reconnects from its cursor and misses nothing."""
+    # CAROL has no DID document: no profile arrives, so no second Upsert of a post.
     ctx = Ctx()
     gen = follower(http, jetstream).follow(None, ctx)
     pending = asyncio.ensure_future(next_changes(gen))
     await jetstream.wait_for_subscribers()
-    jetstream.commit(ALICE, "3before", post_record("#TheChat before"))
+    jetstream.commit(CAROL, "3before", post_record("#TheChat before"))
     before = await pending
     await jetstream.drop()
-    jetstream.commit(ALICE, "3during", post_record("#TheChat during the outage"))
+    jetstream.commit(CAROL, "3during", post_record("#TheChat during the outage"))
     batch = await next_changes(gen)
     assert [c.post.remote_id for c in batch.changes] == [  # type: ignore[union-attr]
-        f"at://{ALICE}/app.bsky.feed.post/3during"
+        f"at://{CAROL}/app.bsky.feed.post/3during"
     ]
     assert any(state == "reconnecting" for state, _ in ctx.states)
     assert jetstream.subscriptions[-1]["cursor"] == [before.cursor]
@@ -416,7 +480,11 @@ async def test_jetstream_follower_upserts_again_when_the_profile_arrives(
     later = await next_changes(gen)
     assert isinstance(later.changes[0], Upsert)
     author = later.changes[0].post.author
-    assert (author.name, author.handle, author.remote_id) == ("Alice <Liddell>", "@alice.test", ALICE)
+    assert (author.name, author.handle, author.remote_id) == (
+        "Alice <Liddell>",
+        "@alice.test",
+        ALICE,
+    )
     assert later.changes[0].post.remote_id == first.post.remote_id
     await gen.aclose()
 
@@ -497,3 +565,40 @@ async def test_search_posts_maps_errors(
     with pytest.raises(NetworkError) as upstream:
         await search_posts(account, TAG)
     assert not isinstance(upstream.value, AuthError | RemoteRejected)
+
+
+# --- firehose frames ----------------------------------------------------------------------
+
+
+def test_decode_frame_reads_error_frames_and_refuses_malformed_ones() -> None:
+    """Error frames decode to kind=error; garbage, text and blockless creates are FrameError."""
+    error = libipld.encode_dag_cbor({"op": -1}) + libipld.encode_dag_cbor(
+        {"error": "ConsumerTooSlow", "message": "Stream consumer too slow"}
+    )
+    frame = decode_frame(error)
+    assert (frame.kind, frame.error, frame.message) == (
+        "error",
+        "ConsumerTooSlow",
+        "Stream consumer too slow",
+    )
+    commit_without_blocks = libipld.encode_dag_cbor(
+        {"op": 1, "t": "#commit"}
+    ) + libipld.encode_dag_cbor(
+        {
+            "seq": 7,
+            "repo": ALICE,
+            "ops": [{"action": "create", "path": "app.bsky.feed.post/3k", "cid": None}],
+        }
+    )
+    identity = libipld.encode_dag_cbor({"op": 1, "t": "#identity"}) + libipld.encode_dag_cbor(
+        {"seq": 8, "did": ALICE, "handle": "alice.test"}
+    )
+    assert (decode_frame(identity).seq, decode_frame(identity).did) == (8, ALICE)
+    for bad in (
+        b"\xff\x00garbage",
+        "text frame",
+        libipld.encode_dag_cbor({"op": 1}),
+        commit_without_blocks,
+    ):
+        with pytest.raises(FrameError):
+            decode_frame(bad)

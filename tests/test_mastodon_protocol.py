@@ -91,7 +91,7 @@ class Run:
         cursors = [b.cursor for b in self.batches if b.cursor is not None]
         return cursors[-1] if cursors else None
 
-    async def until(self, predicate: Callable[[], bool], what: str, timeout: float = 3.0) -> None:
+    async def until(self, predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while not predicate():
             if self.task.done():
@@ -434,6 +434,20 @@ async def test_post_status_is_idempotent(peer: MastodonPeer, client: httpx.Async
     assert other.post.local_id != first.post.local_id and other.post.spoiler_text == "cw"
 
 
+async def test_boost_fetched_from_the_server_is_the_original(
+    peer: MastodonPeer, client: httpx.AsyncClient
+) -> None:
+    """A boost read over the API maps to the boosted post; boosts stay out of tag pages."""
+    original = peer.publish("host", "Q1 hello", tags=[TAG])
+    boost = peer.boost(original["id"], by="fan")
+    api = MastodonApi(client, peer.url)
+    post = await api.get_status(boost["id"])
+    assert post.remote_id == original["uri"] and post.local_id == original["id"]
+    assert post.author.handle == "@host@a.example"
+    assert post.reposted_by is not None and post.reposted_by.handle == "@fan@a.example"
+    assert [s["id"] for s in await api.tag_page(TAG)] == [original["id"]]
+
+
 async def test_reply_resolves_parent_on_posters_instance(client: httpx.AsyncClient) -> None:
     """A reply to a post from another instance uses the poster's instance's local id."""
     async with MastodonPeer(domain="a.example") as a, MastodonPeer(domain="b.example") as b:
@@ -526,8 +540,12 @@ async def test_live_posts_arrive_through_the_stream(
     token = peer.create_user_token("watcher")
     old = peer.publish("bob", "before", tags=[TAG])
     async with running(follower_for(peer, client, token)) as run:
-        await run.until(lambda: peer.stream_count == 1 and run.uris == [old["uri"]], "the stream")
-        assert "streaming" in run.ctx.states
+        await run.until(
+            lambda: peer.stream_count == 1
+            and run.uris == [old["uri"]]
+            and "streaming" in run.ctx.states,
+            "the stream",
+        )
         rest_calls = len(peer.requests_to("/api/v1/timelines/tag/"))
         new = peer.publish("carol", "A1 live!", tags=[TAG])
         peer.publish("carol", "other tag", tags=["nope"])

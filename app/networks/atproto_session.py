@@ -45,7 +45,7 @@ _TOKEN_ERRORS = frozenset(
     }
 )
 # Renew a little before the access token's ``exp`` so a request does not race the expiry.
-_REFRESH_MARGIN = 60.0
+REFRESH_MARGIN = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,9 +295,10 @@ SessionListener = Callable[[BlueskySession], Awaitable[None] | None]
 class AccountClient:
     """XRPC calls as one signed-in account, renewing its session as needed.
 
-    The access token is renewed with ``refreshSession`` shortly before it expires, and when
-    the PDS answers ``ExpiredToken`` (the request is then sent once more). Concurrent callers
-    share one renewal. ``on_session`` is called with every new session so it can be stored.
+    The access token is renewed with ``refreshSession`` when less than ``refresh_margin``
+    seconds of it are left (None: only on demand), and when the PDS answers ``ExpiredToken``
+    (the request is then sent once more). Concurrent callers share one renewal.
+    ``on_session`` is called with every new session so it can be stored.
     """
 
     def __init__(
@@ -306,10 +307,12 @@ class AccountClient:
         session: BlueskySession,
         *,
         on_session: SessionListener | None = None,
+        refresh_margin: float | None = REFRESH_MARGIN,
     ):
         self.http = http
         self._session = session
         self._on_session = on_session
+        self._refresh_margin = refresh_margin
         self._lock = asyncio.Lock()
 
     @property
@@ -339,8 +342,10 @@ class AccountClient:
 
     async def _current(self) -> BlueskySession:
         session = self._session
+        if self._refresh_margin is None:
+            return session
         exp = jwt_expiry(session.access_jwt)
-        if exp is not None and exp - time.time() < _REFRESH_MARGIN:
+        if exp is not None and exp - time.time() < self._refresh_margin:
             session = await self.refresh(session)
         return session
 

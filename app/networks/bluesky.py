@@ -639,6 +639,17 @@ class _LiveFollower:
         cursor_interval: float = CURSOR_INTERVAL,
         open_timeout: float = 10.0,
     ):
+        """Follow ``tag`` (with or without '#') on the stream at ``url``.
+
+        ``resolver`` names authors (looked up in the background, see the module docstring).
+        ``account`` (a signed-in :class:`AccountClient`) enables history search, at most
+        ``backfill_limit`` posts, sent to ``search_service`` when given (else the account's
+        PDS). ``known_ids`` are remote ids of posts already in the room, so their deletes
+        are reported after a restart. ``replay_window`` (s) is how far back the stream can
+        replay; a longer outage searches history. Reconnects wait ``backoff_base`` doubling
+        up to ``backoff_cap`` seconds, jittered. With nothing matching, the cursor still
+        moves forward every ``cursor_interval`` seconds (a batch with no changes).
+        """
         self.http = http
         self.url = _ws_url(url)
         self.tag = tag.strip().lstrip("#")

@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 NETWORK = "mastodon"
 
 DEFAULT_MAX_CHARACTERS = 500  # Mastodon's default; forks and admins change it
-DEFAULT_URL_WEIGHT = 23  # characters_reserved_per_url on every Mastodon release so far
+DEFAULT_URL_WEIGHT = 23  # Mastodon's characters_reserved_per_url
 PAGE_LIMIT = 40  # the most a tag timeline page may hold
 # Every Mastodon-API server honours pages of 20 (the documented default); some cap `limit`
 # there, so a page of 20 or more may not be the last one even when we asked for 40.

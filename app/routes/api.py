@@ -9,8 +9,9 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field, field_validator
 
 from .. import text
-from ..deps import CsrfDep, IngestDep, ModeratorDep, RoomsDep, SettingsDep
+from ..deps import CsrfDep, IngestDep, RoomsDep, SettingsDep
 from ..rooms import Invalid, NotFound, SourceSpec, chat_json
+from .moderation import ActorDep
 
 router = APIRouter(prefix="/api", tags=["api"])
 
@@ -230,17 +231,17 @@ async def create_post(
 
 
 @router.put("/chats/{slug}/pins/{post_id}", summary="Pin a post (moderators)")
-async def pin_post(slug: str, post_id: int, rooms: RoomsDep, _mod: ModeratorDep) -> dict[str, Any]:
+async def pin_post(slug: str, post_id: int, rooms: RoomsDep, actor: ActorDep) -> dict[str, Any]:
     try:
-        return {"pin": await rooms.pin(slug, post_id)}
+        return {"pin": await rooms.pin(slug, post_id, actor=actor)}
     except NotFound as exc:
         raise _http_error(exc) from exc
 
 
 @router.delete("/chats/{slug}/pins/{post_id}", status_code=204, summary="Unpin a post (moderators)")
-async def unpin_post(slug: str, post_id: int, rooms: RoomsDep, _mod: ModeratorDep) -> Response:
+async def unpin_post(slug: str, post_id: int, rooms: RoomsDep, actor: ActorDep) -> Response:
     try:
-        changed = await rooms.unpin(slug, post_id)
+        changed = await rooms.unpin(slug, post_id, actor=actor)
     except NotFound as exc:
         raise _http_error(exc) from exc
     if not changed:
@@ -254,30 +255,28 @@ async def unpin_post(slug: str, post_id: int, rooms: RoomsDep, _mod: ModeratorDe
     summary="Post a host question and pin it (moderators)",
 )
 async def ask_question(
-    slug: str, body: QuestionIn, rooms: RoomsDep, settings: SettingsDep, _mod: ModeratorDep
+    slug: str, body: QuestionIn, rooms: RoomsDep, settings: SettingsDep, actor: ActorDep
 ) -> dict[str, Any]:
     check_length(body.text, settings.max_request_text)
     try:
-        return await rooms.ask_question(slug, body.text, body.author or "Host")
+        return await rooms.ask_question(slug, body.text, body.author or "Host", actor=actor)
     except (NotFound, Invalid, ValueError) as exc:
         raise _http_error(exc) from exc
 
 
 @router.put("/chats/{slug}/hidden/{post_id}", summary="Hide a post room-wide (moderators)")
-async def hide_post(slug: str, post_id: int, rooms: RoomsDep, _mod: ModeratorDep) -> dict[str, Any]:
+async def hide_post(slug: str, post_id: int, rooms: RoomsDep, actor: ActorDep) -> dict[str, Any]:
     try:
-        changed = await rooms.set_hidden(slug, post_id, True)
+        changed = await rooms.set_hidden(slug, post_id, True, actor=actor)
     except NotFound as exc:
         raise _http_error(exc) from exc
     return {"post_id": post_id, "hidden": True, "changed": changed}
 
 
 @router.delete("/chats/{slug}/hidden/{post_id}", summary="Show a hidden post again (moderators)")
-async def unhide_post(
-    slug: str, post_id: int, rooms: RoomsDep, _mod: ModeratorDep
-) -> dict[str, Any]:
+async def unhide_post(slug: str, post_id: int, rooms: RoomsDep, actor: ActorDep) -> dict[str, Any]:
     try:
-        changed = await rooms.set_hidden(slug, post_id, False)
+        changed = await rooms.set_hidden(slug, post_id, False, actor=actor)
     except NotFound as exc:
         raise _http_error(exc) from exc
     return {"post_id": post_id, "hidden": False, "changed": changed}

@@ -52,7 +52,7 @@ async def live(websocket: WebSocket, slug: str) -> None:
         return
 
     await websocket.accept()
-    raw_send = websocket.send
+    raw_send = websocket.scope.get("hashroom.raw_send") or websocket.send
 
     def send(text: str):  # type: ignore[no-untyped-def]
         return raw_send({"type": "websocket.send", "text": text})

@@ -87,6 +87,11 @@ async def chat_page(
         return RedirectResponse(f"/c/{slug}", status_code=303)
     snap = await rooms.snapshot(slug)
     is_mod = slug in moderator_slugs(request)
+    # The networks this room follows; those with a publisher take posts from users' accounts.
+    networks = await rooms.source_networks(chat.id)  # type: ignore[arg-type]
+    postable = {n for n in networks if n in request.app.state.publishers}
+    accounts = request.app.state.accounts
+    mine = request.session.get("accounts", [])
     return _templates(request).TemplateResponse(
         request,
         "chat.html",
@@ -100,8 +105,10 @@ async def chat_page(
                 "epoch": snap.epoch,
                 "offset": snap.offset,
                 "limit": settings.native_max_graphemes,
-                "can_post": chat.network in ("native", "demo"),
+                "can_post": chat.network in ("native", "demo") or bool(postable),
             },
+            "networks": networks,
+            "accounts": await accounts.describe(mine, postable) if accounts and mine else [],
             "posts": snap.posts,
             "pins": snap.pins,
             "past_questions": snap.past_questions,

@@ -1,12 +1,28 @@
-// The chat room page: live feed over a websocket, composer, moderator actions.
-// The page is complete before this runs; this keeps it live. Only server-rendered frame HTML
-// (sanitized server-side) goes through innerHTML; everything else is built with textContent.
+// The chat room page: live feed over a websocket, composer, moderator actions, and the
+// reading controls (pause, slow mode, filters, views, questions, display, shortcuts).
+// The page is complete before this runs; this keeps it live. The column itself is feed.js;
+// filters.js, questions.js, prefs.js and keys.js own their panels. Only server-rendered frame
+// HTML (sanitized server-side) goes through innerHTML; everything else uses textContent.
 
-// Imported with this module's own ?v= so one asset version moves all files together.
+// Imported with this module's own ?v= so one asset version moves all files together; all at
+// once, so the page does not wait for one file after another.
 const version = new URL(import.meta.url).search;
-const { api, el, errorText, graphemeCount, graphemeTail, keepTimesFresh, markScripted, refreshTimes, store } =
-  await import(`./common.js${version}`);
-const { withHashtag } = await import(`./hashtag.js${version}`);
+const [common, hashtagRules, feedModule, filterModule, questionModule, prefsModule, keysModule] = await Promise.all([
+  import(`./common.js${version}`),
+  import(`./hashtag.js${version}`),
+  import(`./feed.js${version}`),
+  import(`./filters.js${version}`),
+  import(`./questions.js${version}`),
+  import(`./prefs.js${version}`),
+  import(`./keys.js${version}`),
+]);
+const { api, el, errorText, graphemeCount, graphemeTail, markScripted, refreshTimes, store } = common;
+const { withHashtag } = hashtagRules;
+const { Column, fromHtml, swap } = feedModule;
+const { Filters, nodeFacts, normHandle, postFacts, setupFilterPanel, setupPostMenu } = filterModule;
+const { setupAnswerPrefix, setupQuestions } = questionModule;
+const { setupDisplay } = prefsModule;
+const { setupKeys } = keysModule;
 
 markScripted();
 
@@ -28,9 +44,8 @@ const notices = $("notices");
 const connState = $("conn-state");
 const newPosts = $("new-posts");
 const newPostsLabel = $("new-posts-label");
+const pageTitle = document.title;
 
-// A phone left open through a long chat must not grow the page without bound.
-const MAX_POSTS = 400;
 // Reconnect delays: first retry after ~0.5 s, doubling to a 15 s cap, jittered so a server
 // restart is not met by every client at the same instant.
 const BACKOFF_FIRST_MS = 500;
@@ -41,14 +56,6 @@ const SILENCE_LIMIT_MS = 65000;
 
 // ---------------------------------------------------------------------------------------
 // Rendering helpers
-
-/** The first element of server-rendered, server-sanitized frame HTML. */
-function fromHtml(html) {
-  if (typeof html !== "string" || !html) return null;
-  const template = document.createElement("template");
-  template.innerHTML = html.trim();
-  return template.content.firstElementChild;
-}
 
 function postId(value) {
   return /^\d+$/.test(String(value)) ? Number(value) : value;
@@ -61,75 +68,12 @@ function syncEmpty() {
   pastCount.textContent = String(pastList.children.length);
 }
 
-/** Replaces `old` by `node`, keeping which <details> were open and where focus was. */
-function swap(old, node) {
-  const wasOpen = Array.from(old.querySelectorAll("details"), (d) => d.open);
-  const details = node.querySelectorAll("details");
-  if (details.length === wasOpen.length) details.forEach((d, i) => (d.open = wasOpen[i]));
-  const hadFocus = old.contains(document.activeElement);
-  old.replaceWith(node);
-  if (hadFocus) node.focus({ preventScroll: true });
-}
-
-/**
- * Puts a post in the feed, or replaces it if present. The column is in arrival order, newest
- * first, like the server's snapshot (by post id), so a reload shows the same order.
- */
-function placePost(html) {
-  const node = fromHtml(html);
-  if (!node || !node.id) return;
-  refreshTimes(node);
-  const existing = document.getElementById(node.id);
-  if (existing && feed.contains(existing)) {
-    swap(existing, node);
-    return;
-  }
-  const id = Number(node.dataset.id);
-  let before = null;
-  for (const other of feed.children) {
-    if (!(Number(other.dataset.id) > id)) {
-      before = other;
-      break;
-    }
-  }
-  feed.insertBefore(node, before);
-  node.classList.add("is-new");
-  if (node === feed.firstElementChild) countUnseen();
-  while (feed.children.length > MAX_POSTS) {
-    const last = feed.lastElementChild;
-    if (last.contains(document.activeElement)) break;
-    last.remove();
-  }
-  syncEmpty();
-}
-
-function updatePost(html) {
-  const node = fromHtml(html);
-  if (!node || !node.id) return;
-  const existing = document.getElementById(node.id);
-  // An update for a post older than the column shows nothing new to this reader.
-  if (existing && feed.contains(existing)) {
-    refreshTimes(node);
-    swap(existing, node);
-  }
-  const past = document.getElementById(`pastq-${node.dataset.id}`);
-  if (past && node.dataset.question) {
-    const chip = past.querySelector(".chip-q");
-    if (chip) chip.textContent = `Q${node.dataset.question}`;
-  }
-}
-
-function removePost(id) {
-  const node = document.getElementById(`post-${id}`);
-  if (node && feed.contains(node)) {
-    const next = node.nextElementSibling || node.previousElementSibling;
-    const hadFocus = node.contains(document.activeElement);
-    node.remove();
-    if (hadFocus && next) next.focus({ preventScroll: true });
-  }
-  // A post that is gone from the room is gone from the pinned bar too.
-  document.getElementById(`pin-${id}`)?.remove();
-  syncEmpty();
+/** A post changed: its entry in the past questions follows its new number. */
+function updatePast(item) {
+  const post = item && item.post;
+  if (!post || !post.question) return;
+  const chip = document.getElementById(`pastq-${post.id}`)?.querySelector(".chip-q");
+  if (chip) chip.textContent = `Q${post.question}`;
 }
 
 function pastEntry(post) {
@@ -193,38 +137,6 @@ notices.addEventListener("click", (event) => {
   if (button) button.closest(".notice")?.remove();
 });
 
-// "↑ N new posts" for a reader scrolled down the column, so new posts do not go unnoticed.
-let unseen = 0;
-
-function scrolledAway() {
-  return feed.getBoundingClientRect().top < -200;
-}
-
-function countUnseen() {
-  if (!scrolledAway()) return;
-  unseen += 1;
-  newPostsLabel.textContent = `${unseen} new post${unseen === 1 ? "" : "s"}`;
-  newPosts.hidden = false;
-}
-
-function clearUnseen() {
-  unseen = 0;
-  newPosts.hidden = true;
-}
-
-window.addEventListener("scroll", () => {
-  if (unseen && !scrolledAway()) clearUnseen();
-}, { passive: true });
-
-newPosts.addEventListener("click", () => {
-  clearUnseen();
-  const first = feed.firstElementChild;
-  if (first) {
-    first.scrollIntoView({ block: "center" });
-    first.focus({ preventScroll: true });
-  }
-});
-
 // ---------------------------------------------------------------------------------------
 // Live connection
 
@@ -257,10 +169,7 @@ function applySnapshot(frame) {
   if (frame.chat && Number(frame.chat.limit)) limit = Number(frame.chat.limit);
   const unchanged = !reset && epoch === live.epoch && frame.offset === live.offset;
   if (!unchanged) {
-    feed.setAttribute("aria-busy", "true");
-    const focusedId = feed.contains(document.activeElement) ? document.activeElement.closest(".post")?.id : null;
-    const posts = (frame.posts || []).map((item) => fromHtml(item.html)).filter(Boolean);
-    feed.replaceChildren(...posts);
+    column.reset(frame.posts || []);
     const pins = frame.pins || [];
     pinList.replaceChildren(...pins.map((item) => fromHtml(item.html)).filter(Boolean));
     if (Array.isArray(frame.past_questions)) {
@@ -268,10 +177,7 @@ function applySnapshot(frame) {
     } else {
       for (const item of pins) if (item.pin && item.pin.is_question) addPastQuestion(item.post);
     }
-    refreshTimes(feed);
     refreshTimes(pinList);
-    if (focusedId) document.getElementById(focusedId)?.focus({ preventScroll: true });
-    feed.setAttribute("aria-busy", "false");
     syncEmpty();
   }
   if (reset) showNotice("Caught up — showing the latest posts.", { transientMs: 8000 });
@@ -283,14 +189,17 @@ function applyFrame(frame) {
   switch (frame.type) {
     case "post":
     case "unhide":
-      placePost(frame.html);
+      column.receive(frame);
       break;
     case "update":
-      updatePost(frame.html);
+      column.update(frame);
+      updatePast(frame);
       break;
     case "delete":
     case "hide":
-      removePost(frame.post_id);
+      column.remove(frame.post_id);
+      // A post that is gone from the room is gone from the pinned bar too.
+      document.getElementById(`pin-${frame.post_id}`)?.remove();
       break;
     case "pin":
       addPin(frame);
@@ -298,25 +207,34 @@ function applyFrame(frame) {
     case "unpin":
       removePin(frame.post_id ?? (frame.pin && frame.pin.post_id));
       break;
+    case "people":
+      applyPeople(frame.people);
+      break;
     default:
       break;
   }
 }
 
+/** Applies a frame; a change above the reader's view (pins, notices) does not move it. */
+function apply(frame) {
+  column.preserve(() => applyFrame(frame));
+  questions.frameSeen(frame);
+}
+
 function onFrame(frame) {
   if (!frame || typeof frame !== "object" || frame.type === "ping") return;
   if (frame.type === "snapshot") {
-    applySnapshot(frame);
+    column.preserve(() => applySnapshot(frame));
     return;
   }
   // Notices carry no state: show each text once, whatever its offset.
   if (frame.type === "notice") {
-    showNotice(frame.text);
+    column.preserve(() => showNotice(frame.text));
     if (typeof frame.offset === "number" && frame.offset > live.offset) live.offset = frame.offset;
     return;
   }
   if (typeof frame.offset !== "number") {
-    applyFrame(frame);
+    apply(frame);
     return;
   }
   if (frame.epoch !== undefined && String(frame.epoch) !== live.epoch) {
@@ -327,7 +245,7 @@ function onFrame(frame) {
     return;
   }
   if (frame.offset <= live.offset) return; // already applied (replay overlap)
-  applyFrame(frame);
+  apply(frame);
   live.offset = frame.offset;
 }
 
@@ -471,6 +389,10 @@ if (form) {
   const error = $("composer-error");
   const submit = $("post-submit");
   const draftKey = `hashroom.draft.${slug}`;
+  // "Post as" a network account (_accounts.html, accounts.js): its id, handle and limit.
+  const account = $("account-id");
+  const asAccount = () => (account && account.value ? account : null);
+  const maxLength = () => Number(asAccount()?.dataset.limit) || limit;
   let sending = false;
   let lastBand = "ok";
 
@@ -480,7 +402,7 @@ if (form) {
   const refreshComposer = () => {
     const text = textArea.value;
     const final = withHashtag(text, hashtag);
-    const left = limit - graphemeCount(final);
+    const left = maxLength() - graphemeCount(final);
     const band = left < 0 ? "over" : left <= 20 ? "warn" : "ok";
     counter.dataset.state = band;
     counter.textContent = left < 0 ? `${-left} over the limit` : `${left} left`;
@@ -488,7 +410,7 @@ if (form) {
       announce.textContent = band === "ok" ? "" : counter.textContent;
       lastBand = band;
     }
-    previewName.textContent = nameInput.value.trim() || "…";
+    previewName.textContent = asAccount()?.dataset.handle || nameInput.value.trim() || "…";
     previewTail.textContent = text.trim() ? graphemeTail(final.trim(), 80) : `#${hashtag}`;
     return left;
   };
@@ -523,7 +445,7 @@ if (form) {
     const author = nameInput.value.trim();
     const text = textArea.value;
     const left = refreshComposer();
-    if (!author) {
+    if (!author && !asAccount()) {
       showError("Enter a display name first.");
       nameInput.focus();
       return;
@@ -534,7 +456,7 @@ if (form) {
       return;
     }
     if (left < 0) {
-      showError(`Your post is ${-left} characters too long (the limit is ${limit}, including #${hashtag}).`);
+      showError(`Your post is ${-left} characters too long (the limit is ${maxLength()}, including #${hashtag}).`);
       textArea.focus();
       return;
     }
@@ -546,6 +468,7 @@ if (form) {
       text,
       author,
       in_reply_to: replyTo ? postId(replyTo.id) : null,
+      ...(asAccount() ? { account_id: Number(account.value) } : {}),
     });
     sending = false;
     submit.removeAttribute("aria-disabled");
@@ -656,41 +579,322 @@ if ("ResizeObserver" in window) {
   }).observe(pinsBar);
 }
 
-// ---------------------------------------------------------------------------------------
-// Keyboard shortcuts (documented in the page footer)
+// Esc cancels a reply from anywhere on the page (other shortcuts: keys.js).
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && replyTo && !event.defaultPrevented) setReply(null);
+});
 
-function isTyping(target) {
-  return target instanceof HTMLElement && (target.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName));
+// ---------------------------------------------------------------------------------------
+// People: hosts and guests named by moderators mark their posts. Posts arrive marked as the
+// server knew them; a `people` frame changes the mark live.
+
+// "network:handle" keys ("*" for every network), lower case, no "@". `removed` remembers
+// names taken off the list, whose posts lose the mark (a post the server marks for another
+// reason — the host of the demo, a moderator's question — keeps it until reloaded).
+const people = { hosts: null, removed: new Set() };
+
+function personKeys(list) {
+  const keys = new Set();
+  for (const person of Array.isArray(list) ? list : []) {
+    if (person && (person.role === "host" || person.role === "guest") && normHandle(person.handle)) {
+      keys.add(`${person.network || "*"}:${normHandle(person.handle)}`);
+    }
+  }
+  return keys;
 }
 
-document.addEventListener("keydown", (event) => {
-  if (event.key === "Escape" && replyTo && !event.defaultPrevented) {
-    setReply(null);
-    return;
-  }
-  if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey || isTyping(event.target)) return;
-  const current = document.activeElement && document.activeElement.closest ? document.activeElement.closest(".post") : null;
-  let target = null;
-  if (event.key === "j") target = current && feed.contains(current) ? current.nextElementSibling : feed.firstElementChild;
-  else if (event.key === "k") target = current && feed.contains(current) ? current.previousElementSibling : null;
-  else if (event.key === "r" && current && form) {
-    event.preventDefault();
-    replyToPost(current);
-    return;
-  } else if (event.key === "/" && form) {
-    event.preventDefault();
-    textArea.focus();
-    return;
-  }
-  if (target) {
-    event.preventDefault();
-    target.focus({ preventScroll: true });
-    target.scrollIntoView({ block: "nearest" });
+function listed(keys, handle, network) {
+  const h = normHandle(handle);
+  return Boolean(keys && h && (keys.has(`*:${h}`) || keys.has(`${network}:${h}`)));
+}
+
+function applyPeople(list) {
+  const next = personKeys(list);
+  if (people.hosts) for (const key of people.hosts) if (!next.has(key)) people.removed.add(key);
+  for (const key of next) people.removed.delete(key);
+  people.hosts = next;
+  column.refilter();
+}
+
+/** The host mark of a post's article, following the latest list of hosts and guests. */
+function markHost(node) {
+  if (!people.hosts) return;
+  const { author, network } = node.dataset;
+  const on = listed(people.hosts, author, network) ? true : listed(people.removed, author, network) ? false : null;
+  if (on === null || node.classList.contains("is-host") === on) return;
+  node.classList.toggle("is-host", on);
+  const badge = node.querySelector(".post-head .badge.host");
+  if (on && !badge) node.querySelector(".post-author")?.after(" ", el("span", { className: "badge host", text: "Host" }));
+  if (!on && badge) badge.remove();
+}
+
+function isHostPost(post) {
+  const handle = post.author && post.author.handle;
+  if (listed(people.hosts, handle, post.network)) return true;
+  return Boolean(post.is_host) && !listed(people.removed, handle, post.network);
+}
+
+// The server's list as the page opened, so a later removal knows whose mark to take away.
+api("GET", `${apiBase}/people`).then((response) => {
+  if (response.ok && response.data && Array.isArray(response.data.people) && !people.hosts) {
+    people.hosts = personKeys(response.data.people);
   }
 });
 
 // ---------------------------------------------------------------------------------------
+// Reading: the column, pause and slow mode, filters and views, questions, display, keys.
 
-keepTimesFresh(document, 30000);
+const filters = new Filters(slug);
+const pauseButton = $("pause-toggle");
+const hostsButton = $("hosts-toggle");
+const readingStatus = $("reading-status");
+const viewBar = $("view-bar");
+const viewText = $("view-text");
+const filterNote = $("filter-note");
+const filterNoteText = $("filter-note-text");
+const filtersCount = $("filters-count");
+const newerBox = $("newer");
+const loadNewerButton = $("load-newer");
+const olderBox = $("older");
+const olderStatus = $("older-status");
+const loadOlderButton = $("load-older");
+
+function prepare(node) {
+  refreshTimes(node);
+  markHost(node);
+  const hidden = filters.hides(nodeFacts(node));
+  if (node.hidden !== hidden) node.hidden = hidden;
+}
+
+const column = new Column(feed, apiBase, {
+  prepare,
+  hides: (post) => filters.hides(postFacts(post, isHostPost(post))),
+  // Held while the reader writes, so the column does not jump under the composer.
+  composing: () => Boolean(form && form.contains(document.activeElement) && textArea.value.trim()),
+  topInset: () => (pinsBar.hidden ? 0 : Math.max(0, pinsBar.getBoundingClientRect().bottom)),
+  changed: renderReading,
+  error: (text) => showNotice(text, { kind: "error", transientMs: 12000 }),
+});
+
+function plural(n, one, many) {
+  return `${n.toLocaleString()} ${n === 1 ? one : many}`;
+}
+
+/** Brings every control that reflects the column up to date (called once per change burst). */
+function renderReading() {
+  // The bars above the column change height; a reader scrolled into it must not feel that.
+  column.preserve(renderControls);
+}
+
+function renderControls() {
+  const count = column.waitingCount();
+  // After a reconnect far behind, the count is unknown: the pill then loads the latest.
+  const label = count ? plural(count, "new post", "new posts") : "New posts";
+  newPosts.hidden = count === 0 && !column.stale;
+  if (newPostsLabel.textContent !== label) newPostsLabel.textContent = label;
+  document.title = count ? `(${count.toLocaleString()}) ${pageTitle}` : pageTitle;
+
+  pauseButton.setAttribute("aria-pressed", String(column.paused));
+  hostsButton.setAttribute("aria-pressed", String(filters.hostsOnly));
+
+  const active = filters.count();
+  filtersCount.hidden = !active;
+  filtersCount.textContent = String(active);
+  filterNote.hidden = !active;
+  if (active) {
+    let hidden = 0;
+    for (const node of feed.children) if (node.hidden && filters.hides(nodeFacts(node), { views: false })) hidden += 1;
+    filterNoteText.textContent = `${plural(hidden, "post", "posts")} hidden by your filters.`;
+  }
+
+  const q = filters.question;
+  viewBar.hidden = q === null && !filters.hostsOnly;
+  if (!viewBar.hidden) {
+    let text = filters.hostsOnly ? "Showing hosts only" : "";
+    if (q !== null) {
+      const group = questions.group(q);
+      const total = group ? Number(group.count ?? (group.answers || []).length) || 0 : null;
+      text = `Showing ${filters.hostsOnly ? "hosts’ " : ""}answers to Q${q}`;
+      if (total !== null) text += ` (${plural(total, "answer", "answers")} in all)`;
+    }
+    viewText.textContent = text;
+  }
+
+  feedEmpty.hidden = feed.firstElementChild !== null;
+  newerBox.hidden = column.atHead();
+  loadNewerButton.hidden = !column.above.length;
+  loadNewerButton.textContent = column.loading.newer ? "Loading newer posts…" : "Load newer posts";
+  loadOlderButton.hidden = column.olderDone;
+  loadOlderButton.textContent = column.loading.older ? "Loading older posts…" : "Load older posts";
+  olderStatus.textContent = column.olderDone && feed.firstElementChild ? "This is the start of the chat." : "";
+}
+
+function setPaused(paused) {
+  column.setPaused(paused);
+  readingStatus.textContent = paused ? "Paused: new posts wait until you resume." : "Resumed.";
+  renderReading();
+}
+
+/** The pill (and "."): every waiting post, or the latest posts when far behind. */
+async function revealNew() {
+  const hadFocus = document.activeElement === newPosts;
+  const jumped = await column.revealAll();
+  if (hadFocus || jumped) column.first()?.focus({ preventScroll: !jumped });
+}
+
+pauseButton.addEventListener("click", () => setPaused(!column.paused));
+hostsButton.addEventListener("click", () => filters.change((f) => (f.hostsOnly = !f.hostsOnly)));
+newPosts.addEventListener("click", revealNew);
+$("jump-latest").addEventListener("click", async () => {
+  await column.latest();
+  column.first()?.focus({ preventScroll: true });
+});
+loadNewerButton.addEventListener("click", () => column.loadNewer());
+loadOlderButton.addEventListener("click", () => column.loadOlder());
+$("view-clear").addEventListener("click", () => {
+  filters.change((f) => {
+    f.question = null;
+    f.hostsOnly = false;
+  });
+  column.first()?.focus({ preventScroll: true });
+});
+
+let scrollQueued = false;
+window.addEventListener(
+  "scroll",
+  () => {
+    if (scrollQueued) return;
+    scrollQueued = true;
+    requestAnimationFrame(() => {
+      scrollQueued = false;
+      column.scrolled();
+    });
+  },
+  { passive: true },
+);
+
+if (form) {
+  // Typing holds new posts; leaving the composer (or sending) lets them in.
+  textArea.addEventListener("input", () => column.pump());
+  form.addEventListener("focusout", () => setTimeout(() => column.pump(), 0));
+}
+
+// History loads as its edge comes near; the buttons remain for keyboards and old browsers.
+if ("IntersectionObserver" in window) {
+  const near = new IntersectionObserver(
+    (entries) => {
+      for (const entry of entries) {
+        if (!entry.isIntersecting) continue;
+        if (entry.target === olderBox) column.loadOlder({ auto: true });
+        else column.loadNewer({ auto: true });
+      }
+    },
+    { rootMargin: "800px 0px" },
+  );
+  near.observe(olderBox);
+  near.observe(newerBox);
+}
+
+// Panels: one open at a time, each behind its toolbar button.
+const panels = {
+  "questions-toggle": $("questions-panel"),
+  "filters-toggle": $("filters-panel"),
+  "display-toggle": $("display-panel"),
+};
+
+function openPanel(toggleId) {
+  for (const [id, panel] of Object.entries(panels)) {
+    const open = id === toggleId;
+    panel.hidden = !open;
+    $(id).setAttribute("aria-expanded", String(open));
+  }
+  if (toggleId === "questions-toggle") questions.opened();
+}
+
+for (const id of Object.keys(panels)) {
+  $(id).addEventListener("click", () => openPanel($(id).getAttribute("aria-expanded") === "true" ? null : id));
+}
+$("filter-note-edit").addEventListener("click", () => {
+  openPanel("filters-toggle");
+  $("hide-reposts").focus();
+});
+
+function showQuestion(n) {
+  filters.change((f) => (f.question = n));
+  openPanel(null);
+  viewBar.focus({ preventScroll: true });
+  viewBar.scrollIntoView({ block: "nearest" });
+}
+
+const questions = setupQuestions({
+  apiBase,
+  hashtag,
+  panel: panels["questions-toggle"],
+  list: $("questions-list"),
+  status: $("questions-status"),
+  filters,
+  showQuestion,
+});
+
+/** A question view needs nothing older than its question's post. */
+function viewLimit() {
+  const group = filters.question === null ? null : questions.group(filters.question);
+  column.olderLimit = group && group.question ? Number(group.question.id) || 0 : 0;
+}
+
+questions.onGroups(() => {
+  viewLimit();
+  renderReading();
+});
+filters.onChange(() => {
+  viewLimit();
+  column.refilter();
+});
+if (filters.question !== null) questions.load();
+
+setupFilterPanel(panels["filters-toggle"], filters);
+setupPostMenu(feed, $("post-menu"), {
+  filters,
+  showQuestion,
+  postHidden: (post) => (column.neighbour(post, 1) || column.neighbour(post, -1))?.focus({ preventScroll: true }),
+});
+setupDisplay(panels["display-toggle"], { onSlow: (seconds) => column.setSlow(seconds) });
+setupAnswerPrefix({
+  button: $("answer-prefix"),
+  text: $("answer-prefix-text"),
+  hint: $("answer-prefix-hint"),
+  pinList,
+  textArea,
+});
+setupKeys({
+  column,
+  dialog: $("keys-dialog"),
+  opener: $("keys-open"),
+  list: $("keys-list"),
+  actions: {
+    reply: form ? replyToPost : null,
+    pause: () => setPaused(!column.paused),
+    compose: form
+      ? () => {
+          form.scrollIntoView({ block: "nearest" });
+          textArea.focus();
+        }
+      : null,
+    reveal: revealNew,
+  },
+});
+
+for (const node of feed.children) prepare(node);
+feed.classList.add("is-ready");
+
+// ---------------------------------------------------------------------------------------
+
+// Relative times change width as they age ("just now" → "12 min ago"); above a reader
+// scrolled into the column that must not move what they read.
+const freshTimes = () => column.preserve(() => refreshTimes(document));
+setInterval(freshTimes, 30000);
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") freshTimes();
+});
 syncEmpty();
 connect();

@@ -7,6 +7,57 @@ const { api, copyText, el, keepTimesFresh, markScripted, readError } = await imp
 markScripted();
 keepTimesFresh(document, 30000);
 
+// ---------------------------------------------------------------------------------------
+// Live and upcoming sessions: the server writes UTC; show the reader's own clock and how
+// soon each starts.
+
+const sessionFormat = new Intl.DateTimeFormat(undefined, {
+  weekday: "short",
+  day: "numeric",
+  month: "short",
+  hour: "2-digit",
+  minute: "2-digit",
+  hourCycle: "h23",
+  timeZoneName: "short",
+});
+
+/** "Tue 3 Nov, 19:00 GMT+11": parts assembled in one order whatever the locale's. */
+function localSessionTime(date) {
+  const parts = Object.fromEntries(sessionFormat.formatToParts(date).map((p) => [p.type, p.value]));
+  return `${parts.weekday} ${parts.day} ${parts.month}, ${parts.hour}:${parts.minute} ${parts.timeZoneName || ""}`.trim();
+}
+
+/** "starts in 5 min", "starts in 2 h", "starts in 3 days", "live now", "ended". */
+function sessionStatus(start, end, now) {
+  if (now >= end) return "ended";
+  if (now >= start) return "live now";
+  const minutes = Math.ceil((start - now) / 60000);
+  if (minutes < 60) return `starts in ${minutes} min`;
+  const hours = Math.round(minutes / 60);
+  if (hours < 48) return `starts in ${hours} h`;
+  return `starts in ${Math.round(hours / 24)} days`;
+}
+
+function refreshSessions() {
+  const now = new Date();
+  for (const node of document.querySelectorAll("time.session-time[datetime]")) {
+    const date = new Date(node.getAttribute("datetime"));
+    if (Number.isNaN(date.getTime())) continue;
+    node.textContent = localSessionTime(date);
+  }
+  for (const badge of document.querySelectorAll(".session-status[data-start]")) {
+    const start = new Date(badge.dataset.start);
+    const end = new Date(badge.dataset.end);
+    if (Number.isNaN(start.getTime()) || Number.isNaN(end.getTime())) continue;
+    const text = sessionStatus(start, end, now);
+    if (badge.textContent !== text) badge.textContent = text;
+    badge.classList.toggle("mod", text === "live now");
+  }
+}
+
+refreshSessions();
+setInterval(refreshSessions, 30000);
+
 const $ = (id) => document.getElementById(id);
 const form = $("start-form");
 const formError = $("start-error");

@@ -55,7 +55,12 @@ def _json_model(value: Any) -> Any:
     if isinstance(value, bytes):
         # A binary CIDv1 (sha-256): version 1, a one-byte codec (raw 0x55 or dag-cbor 0x71),
         # multihash 0x12 of 32 bytes.
-        if len(value) == 36 and value[0] == 1 and value[1] in (0x55, 0x71) and value[2:4] == b"\x12\x20":
+        if (
+            len(value) == 36
+            and value[0] == 1
+            and value[1] in (0x55, 0x71)
+            and value[2:4] == b"\x12\x20"
+        ):
             return {"$link": libipld.encode_cid(value)}
         return {"$bytes": base64.b64encode(value).decode().rstrip("=")}
     return value
@@ -228,12 +233,18 @@ class JetstreamServer:
         self._subscribers.add(sub)
         async with self._changed:
             self._changed.notify_all()
+        closed = asyncio.ensure_future(connection.wait_closed())
         try:
             for event in replay:
                 if sub.wants(event):
                     await connection.send(json.dumps(event))
             while True:
-                item = await sub.queue.get()
+                getter = asyncio.ensure_future(sub.queue.get())
+                await asyncio.wait({getter, closed}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():  # the client left, or the server is closing
+                    getter.cancel()
+                    return
+                item = getter.result()
                 if item is _DROP:
                     connection.transport.abort()
                     return
@@ -241,6 +252,7 @@ class JetstreamServer:
         except ConnectionClosed:
             pass
         finally:
+            closed.cancel()
             self._subscribers.discard(sub)
             async with self._changed:
                 self._changed.notify_all()

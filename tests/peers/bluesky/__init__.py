@@ -218,7 +218,9 @@ class ReferencePds:
         record: dict[str, Any] = {
             "$type": POST,
             "text": text,
-            "createdAt": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "createdAt": datetime.now(UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
         }
         if facets is not None:
             record["facets"] = facets

@@ -1,0 +1,251 @@
+"""Moderators' API: hosts and guests, blocked authors, hold-for-review rules, the review
+queue, and the action log with undo. Only the hosts/guests list is public; everything else
+needs the chat's moderator key or moderator cookie (with its CSRF token)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import BaseModel, Field
+from starlette.requests import HTTPConnection
+
+from ..deps import ModeratorDep
+from ..moderation import MAX_PEOPLE, Conflict, Moderation, Person, actor_label
+from ..moderation import normalize_handle as _handle
+from ..moderation import normalize_network as _network
+from ..rooms import Invalid, NotFound
+
+router = APIRouter(prefix="/api/chats/{slug}", tags=["moderation"])
+
+T = TypeVar("T")
+ACTOR_HEADER = "x-moderator-name"
+
+
+def get_moderation(conn: HTTPConnection) -> Moderation:
+    return conn.app.state.moderation
+
+
+ModerationDep = Annotated[Moderation, Depends(get_moderation)]
+
+
+async def moderator_actor(request: Request, how: ModeratorDep) -> str:
+    """The caller as the action log names them: "moderator key" or "moderator link", with
+    the browser session's display name, or an API client's ``X-Moderator-Name`` header."""
+    if how == "cookie":
+        name = request.session.get("name", "")
+    else:
+        name = request.headers.get(ACTOR_HEADER, "")
+    return actor_label(how, name)
+
+
+# A moderator of the chat in the path, as the action log names them.
+ActorDep = Annotated[str, Depends(moderator_actor)]
+
+
+async def checked(call: Awaitable[T]) -> T:
+    """Await a moderation call, turning its errors into clear HTTP errors."""
+    try:
+        return await call
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    except Conflict as exc:
+        raise HTTPException(409, str(exc)) from exc
+    except Invalid as exc:
+        raise HTTPException(422, str(exc)) from exc
+
+
+def _person(network: str | None, handle: str, role: str) -> Person:
+    try:
+        return Person.parse(network, handle, role)
+    except Invalid as exc:
+        raise HTTPException(422, str(exc)) from exc
+
+
+def _who(network: str | None, handle: str) -> tuple[str, str]:
+    try:
+        return _network(network), _handle(handle)
+    except Invalid as exc:
+        raise HTTPException(422, str(exc)) from exc
+
+
+class PersonIn(BaseModel):
+    network: str = Field("*", max_length=20, description='A network name, or "*" for any.')
+    handle: str = Field(max_length=300, examples=["alice@example.social"])
+    role: str = Field("host", max_length=20, description="host or guest")
+
+
+class PersonOutIn(BaseModel):
+    network: str = Field("*", max_length=20)
+    handle: str = Field(max_length=300)
+    role: str | None = Field(None, max_length=20, description="Omit to remove every role.")
+
+
+class PeopleIn(BaseModel):
+    people: list[PersonIn] = Field(max_length=MAX_PEOPLE)
+
+
+class BlockIn(BaseModel):
+    network: str = Field("*", max_length=20, description='A network name, or "*" for any.')
+    handle: str = Field(max_length=300)
+
+
+class RuleIn(BaseModel):
+    kind: str = Field(max_length=20, description="keyword or link")
+    pattern: str = Field(max_length=300, examples=["casino", "spam.example"])
+
+
+# -- hosts and guests ------------------------------------------------------------------------
+
+
+@router.get("/people", summary="The chat's hosts and guests")
+async def list_people(slug: str, moderation: ModerationDep) -> dict[str, Any]:
+    return {"people": await checked(moderation.people(slug))}
+
+
+@router.put(
+    "/people",
+    summary="Replace the hosts and guests (moderators)",
+    description="Their posts are marked as the host's. Readers get a `people` frame.",
+)
+async def replace_people(
+    slug: str, body: PeopleIn, moderation: ModerationDep, actor: ActorDep
+) -> dict[str, Any]:
+    people = [_person(p.network, p.handle, p.role) for p in body.people]
+    return await checked(moderation.change_people(slug, actor, replace=people))
+
+
+@router.post("/people", summary="Add a host or guest (moderators)")
+async def add_person(
+    slug: str, body: PersonIn, moderation: ModerationDep, actor: ActorDep
+) -> dict[str, Any]:
+    person = _person(body.network, body.handle, body.role)
+    return await checked(moderation.change_people(slug, actor, add=[person]))
+
+
+@router.delete("/people", summary="Remove a host or guest (moderators)")
+async def remove_person(
+    slug: str, body: PersonOutIn, moderation: ModerationDep, actor: ActorDep
+) -> dict[str, Any]:
+    roles = [body.role] if body.role else ["host", "guest"]
+    people = [_person(body.network, body.handle, role) for role in roles]
+    result = await checked(moderation.change_people(slug, actor, remove=people))
+    if not result["removed"]:
+        network, handle = _who(body.network, body.handle)
+        where = "" if network == "*" else f" on {network}"
+        raise HTTPException(404, f"@{handle}{where} is not a host or guest of this chat")
+    return result
+
+
+# -- blocks ------------------------------------------------------------------------------------
+
+
+@router.get("/blocks", summary="Blocked authors (moderators)")
+async def list_blocks(slug: str, moderation: ModerationDep, _actor: ActorDep) -> dict[str, Any]:
+    return {"blocks": await checked(moderation.blocks(slug))}
+
+
+@router.put(
+    "/blocks",
+    summary="Block an author (moderators)",
+    description="Their posts are hidden (readers get `hide` frames) and future ones are "
+    "stored hidden. `changed` is false when they were already blocked.",
+)
+async def block(
+    slug: str, body: BlockIn, moderation: ModerationDep, actor: ActorDep
+) -> dict[str, Any]:
+    network, handle = _who(body.network, body.handle)
+    return await checked(moderation.block(slug, network, handle, actor))
+
+
+@router.delete(
+    "/blocks",
+    summary="Unblock an author (moderators)",
+    description="The posts the block hid are shown again (`unhide` frames).",
+)
+async def unblock(
+    slug: str, body: BlockIn, moderation: ModerationDep, actor: ActorDep
+) -> dict[str, Any]:
+    network, handle = _who(body.network, body.handle)
+    return await checked(moderation.unblock(slug, network, handle, actor))
+
+
+# -- rules and the review queue ----------------------------------------------------------------
+
+
+@router.get("/rules", summary="Hold-for-review rules (moderators)")
+async def list_rules(slug: str, moderation: ModerationDep, _actor: ActorDep) -> dict[str, Any]:
+    return {"rules": await checked(moderation.rules(slug))}
+
+
+@router.post(
+    "/rules",
+    status_code=201,
+    summary="Add a rule (moderators)",
+    description="New posts matching it are held for review: stored, never sent to readers, "
+    "listed in `GET …/held`. `keyword`: a word or phrase, whole words, any case. `link`: a "
+    "domain (and its subdomains), or `*` for any link. Hosts' posts are never held.",
+)
+async def add_rule(
+    slug: str, body: RuleIn, moderation: ModerationDep, actor: ActorDep
+) -> dict[str, Any]:
+    return await checked(moderation.add_rule(slug, body.kind, body.pattern, actor))
+
+
+@router.delete("/rules", summary="Remove a rule by kind and pattern (moderators)")
+async def remove_rule(
+    slug: str, body: RuleIn, moderation: ModerationDep, actor: ActorDep
+) -> dict[str, Any]:
+    return await checked(moderation.remove_rule(slug, actor, kind=body.kind, pattern=body.pattern))
+
+
+@router.delete("/rules/{rule_id}", summary="Remove a rule by id (moderators)")
+async def remove_rule_by_id(
+    slug: str, rule_id: int, moderation: ModerationDep, actor: ActorDep
+) -> dict[str, Any]:
+    return await checked(moderation.remove_rule(slug, actor, rule_id=rule_id))
+
+
+@router.get("/held", summary="Posts held for review, oldest first (moderators)")
+async def list_held(slug: str, moderation: ModerationDep, _actor: ActorDep) -> dict[str, Any]:
+    return {"posts": await checked(moderation.held(slug))}
+
+
+@router.post("/held/{post_id}/approve", summary="Show a held post to everyone (moderators)")
+async def approve(
+    slug: str, post_id: int, moderation: ModerationDep, actor: ActorDep
+) -> dict[str, Any]:
+    return await checked(moderation.review(slug, post_id, True, actor))
+
+
+@router.post("/held/{post_id}/reject", summary="Keep a held post hidden (moderators)")
+async def reject(
+    slug: str, post_id: int, moderation: ModerationDep, actor: ActorDep
+) -> dict[str, Any]:
+    return await checked(moderation.review(slug, post_id, False, actor))
+
+
+# -- the action log ----------------------------------------------------------------------------
+
+
+@router.get("/actions", summary="What moderators did, newest first (moderators)")
+async def list_actions(
+    slug: str,
+    moderation: ModerationDep,
+    _actor: ActorDep,
+    limit: int = Query(100, ge=1, le=1000),
+) -> dict[str, Any]:
+    return {"actions": await checked(moderation.actions(slug, limit))}
+
+
+@router.post(
+    "/actions/{action_id}/undo",
+    summary="Undo an action (moderators)",
+    description="Applies the inverse change (unpin a pin, unblock a block, …). `409` when it "
+    "was already undone.",
+)
+async def undo_action(
+    slug: str, action_id: int, moderation: ModerationDep, actor: ActorDep
+) -> dict[str, Any]:
+    return await checked(moderation.undo(slug, action_id, actor))

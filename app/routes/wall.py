@@ -1,0 +1,66 @@
+"""``/c/{slug}/wall``: the room for a projector — the current question large, the newest
+posts flowing under it, live over the same websocket as the chat page."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse
+
+from ..deps import RoomsDep
+from ..rooms import NotFound
+
+router = APIRouter(include_in_schema=False)
+
+# Posts on the wall at once: what a room can read from the back before the next arrives.
+WALL_POSTS = 8
+
+
+def wall_text(post: dict[str, Any], hashtag: str) -> str:
+    """What the wall shows of a post: its text without the chat's trailing hashtag (every
+    post has it; on a projector it is noise), or only its content warning."""
+    if post.get("spoiler_text"):
+        return f"Content warning: {post['spoiler_text']}"
+    text = post.get("text") or ""
+    trimmed = re.sub(rf"\s*#{re.escape(hashtag)}\s*$", "", text, flags=re.IGNORECASE).strip()
+    return trimmed or text
+
+
+def current_question(pins: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The post readers are on: the newest pinned question, else the newest pin."""
+    for item in reversed(pins):
+        if item["pin"]["is_question"]:
+            return item["post"]
+    return pins[-1]["post"] if pins else None
+
+
+@router.get("/c/{slug}/wall", response_class=HTMLResponse)
+async def wall(slug: str, request: Request, rooms: RoomsDep) -> HTMLResponse:
+    try:
+        chat = await rooms.get_chat(slug)
+        snap = await rooms.snapshot(slug, limit=WALL_POSTS)
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    question = current_question(snap.pins)
+    return request.app.state.templates.TemplateResponse(
+        request,
+        "wall.html",
+        {
+            "chat": chat,
+            "offset": snap.offset,
+            "epoch": snap.epoch,
+            "posts": [
+                {"post": item["post"], "text": wall_text(item["post"], chat.hashtag)}
+                for item in snap.posts
+            ],
+            # The wall falls back to an earlier pinned question when the current one goes.
+            "pins": [
+                {"is_question": p["pin"]["is_question"], "post": p["post"]} for p in snap.pins
+            ],
+            "question": question,
+            "question_text": wall_text(question, chat.hashtag) if question else "",
+            "wall_posts": WALL_POSTS,
+        },
+    )
