@@ -13,12 +13,13 @@ import hashlib
 import hmac
 import logging
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -27,7 +28,18 @@ from .config import Settings
 from .db import session_scope
 from .events import Frame
 from .hub import Hub
-from .models import Chat, ChatPerson, Event, ModAction, Pin, Post, PostAlias, Source, utcnow
+from .models import (
+    Chat,
+    ChatPerson,
+    Event,
+    ModAction,
+    Pin,
+    Post,
+    PostAlias,
+    RoomRule,
+    Source,
+    utcnow,
+)
 from .networks.base import Author, Batch, Delete, RemotePost, Upsert
 from .present import Presenter, pin_json, post_json
 from .qa import answer_number, question_number
@@ -40,6 +52,44 @@ T = TypeVar("T")
 DEMO_SLUG = "demo"
 # Post.extra flag: hidden because its author is blocked (unblocking shows exactly these).
 HIDDEN_BY_BLOCK = "hidden_by_block"
+
+
+# Hosts, blocks and rules are read for every stored post; they change rarely. Changes made
+# through this process's sessions drop the cache at once (see _forget_config below); a change
+# made by another web process shows here within CONFIG_TTL seconds.
+CONFIG_TTL = 5.0
+
+
+@dataclass(slots=True)
+class _ChatConfig:
+    hosts: set[str]
+    screen: Any
+    loaded: float
+
+
+_config_cache: dict[tuple[str, int], _ChatConfig] = {}
+
+
+def _config_key(session: Session, chat_id: int) -> tuple[str, int]:
+    return (str(session.get_bind().url), chat_id)
+
+
+@event.listens_for(Session, "after_flush")
+def _forget_config(session: Session, _context: Any) -> None:
+    changed = session.info.setdefault("config_chats", set())
+    for obj in (*session.new, *session.dirty, *session.deleted):
+        if isinstance(obj, ChatPerson | RoomRule):
+            key = _config_key(session, obj.chat_id)
+            changed.add(key)
+            _config_cache.pop(key, None)
+
+
+@event.listens_for(Session, "after_commit")
+@event.listens_for(Session, "after_rollback")
+def _forget_config_at_end(session: Session) -> None:
+    # A read later in the same transaction may have cached uncommitted rows: drop them again.
+    for key in session.info.pop("config_chats", ()):
+        _config_cache.pop(key, None)
 
 
 class NotFound(LookupError):
@@ -128,16 +178,35 @@ class Rooms:
             raise NotFound(f"no post {post_id} in this chat")
         return post
 
-    @staticmethod
-    def hosts(session: Session, chat_id: int) -> set[str]:
-        """The chat's named hosts and guests, as :func:`person_key` keys."""
+    def hosts(self, session: Session, chat_id: int) -> set[str]:
+        """The chat's named hosts and guests, as :func:`person_key` keys (cached)."""
+        return self._config(session, chat_id).hosts
+
+    def screen(self, session: Session, chat_id: int) -> Any:
+        """The chat's blocks and hold rules (:class:`app.moderation.Screen`, cached)."""
+        return self._config(session, chat_id).screen
+
+    def _config(self, session: Session, chat_id: int) -> _ChatConfig:
+        key = _config_key(session, chat_id)
+        cached = _config_cache.get(key)
+        now = time.monotonic()
+        if cached is not None and now - cached.loaded < CONFIG_TTL:
+            return cached
+        from .moderation import Screen
+
         rows = session.execute(
             select(ChatPerson.network, ChatPerson.handle).where(
                 ChatPerson.chat_id == chat_id,  # type: ignore[arg-type]
                 ChatPerson.role.in_(("host", "guest")),  # type: ignore[attr-defined]
             )
         ).all()
-        return {person_key(network, handle) for network, handle in rows}
+        config = _ChatConfig(
+            hosts={person_key(network, handle) for network, handle in rows},
+            screen=Screen.load(session, chat_id),
+            loaded=now,
+        )
+        _config_cache[key] = config
+        return config
 
     @staticmethod
     def is_host(post: Post, hosts: set[str]) -> bool:
@@ -307,9 +376,9 @@ class Rooms:
         hosts = self.hosts(session, chat.id)  # type: ignore[arg-type]
         # Blocks and hold-for-review rules. app/moderation.py builds on this module, so it is
         # imported here rather than at the top.
-        from .moderation import Screen, shown
+        from .moderation import shown
 
-        screen = Screen.load(session, chat.id)  # type: ignore[arg-type]
+        screen = self.screen(session, chat.id)  # type: ignore[arg-type]
         frames: list[Frame] = []
         stored: list[Post] = []
         for change in changes:

@@ -88,7 +88,8 @@ def scroll_to_middle(page: Any, selector: str) -> None:
 
 def test_pause_holds_new_posts_and_reveal_keeps_the_viewport(site, new_page):
     """Paused or scrolled down, posts wait behind the pill; revealing them moves nothing in view."""
-    slug = new_room(site)["slug"]
+    room = new_room(site)
+    slug = room["slug"]
     ids = [post(site, slug, f"Earlier post {i}")["id"] for i in range(30)]
     page = open_room(new_page, site, slug, viewport={"width": 390, "height": 700})
     assert count(page) == 30
@@ -96,8 +97,15 @@ def test_pause_holds_new_posts_and_reveal_keeps_the_viewport(site, new_page):
     page.click("#pause-toggle")
     assert page.get_attribute("#pause-toggle", "aria-pressed") == "true"
     post(site, slug, "Held one")
+    unwanted = post(site, slug, "Held, then hidden by a moderator")
     post(site, slug, "Held two")
-    page.wait_for_selector("#new-posts:not([hidden])")
+    page.wait_for_function("() => document.title.startsWith('(3)')")
+    # Changes to held posts apply while they wait: a hidden one is gone from the count.
+    r = httpx.put(
+        f"{site.url}/api/chats/{slug}/hidden/{unwanted['id']}",
+        headers={"Authorization": f"Bearer {room['moderator_key']}"},
+    )
+    assert r.status_code == 200, r.text
     page.wait_for_function("() => document.title.startsWith('(2)')")
     assert page.inner_text("#new-posts-label") == "2 new posts"
     assert count(page) == 30  # nothing was pushed into the column
@@ -110,6 +118,7 @@ def test_pause_holds_new_posts_and_reveal_keeps_the_viewport(site, new_page):
     wait_count(page, 32)
     assert abs(top_of(page, reference) - before) <= 2
     assert page.locator("#new-posts").is_hidden()
+    assert page.locator(f"#post-{unwanted['id']}").count() == 0
 
     # Resumed but still scrolled away: smart pause keeps holding, nothing moves.
     page.keyboard.press("p")
