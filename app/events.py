@@ -22,11 +22,16 @@ from .models import Chat, Event
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """An event as clients receive it: the JSON text, encoded once, and its offset."""
+    """An event as clients receive it: the JSON text (and its UTF-8 bytes), encoded once."""
 
     chat_id: int
     offset: int
     text: str
+    data: bytes = b""
+
+    def __post_init__(self) -> None:
+        if not self.data:
+            object.__setattr__(self, "data", self.text.encode())
 
 
 def encode(payload: dict[str, Any]) -> str:

@@ -72,6 +72,7 @@ class Subscriber:
         "closed",
         "close_reason",
         "_task",
+        "_write_now",
     )
 
     def __init__(
@@ -82,6 +83,7 @@ class Subscriber:
         limit: int,
         on_drop: Callable[[Subscriber], None],
         last_offset: int = 0,
+        write_now: Callable[[bytes], bool] | None = None,
     ) -> None:
         self.chat_id = chat_id
         self._send = send
@@ -93,6 +95,12 @@ class Subscriber:
         self.closed = False
         self.close_reason = ""
         self._task: asyncio.Task[None] | None = None
+        # Optional synchronous writer (see app/wsdirect.py): True when written at once.
+        self._write_now = write_now
+
+    @property
+    def direct(self) -> bool:
+        return self._write_now is not None
 
     @property
     def busy(self) -> bool:
@@ -116,6 +124,13 @@ class Subscriber:
             self._drop(f"gap: expected {self.last_offset + 1}, got {frame.offset}")
             return
         self.last_offset = frame.offset
+        if self._write_now is not None:
+            try:
+                if self._write_now(frame.data):
+                    return
+            except Exception as exc:
+                self._drop(f"send failed: {exc!r}")
+                return
         self._start(frame.text)
 
     async def send_now(self, text: str, offset: int | None = None) -> None:
@@ -209,6 +224,10 @@ class Hub:
                 continue
             for sub in tuple(subs):
                 sub.deliver(frame)
+
+    def count_direct(self) -> int:
+        """Clients written to without a coroutine per frame (see app/wsdirect.py)."""
+        return sum(1 for subs in self._subs.values() for s in subs if s.direct)
 
     def count(self, chat_id: int | None = None) -> int:
         """How many clients are connected (to one chat, or in all)."""

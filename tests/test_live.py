@@ -26,6 +26,10 @@ async def test_two_clients_receive_a_post_made_through_the_api(server):
     fa = await a.until(lambda f: f["type"] == "post")
     fb = await b.until(lambda f: f["type"] == "post")
     assert fa == fb
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        health = (await http.get("/healthz")).json()
+    # Both are served by the direct write path (no coroutine per frame per client).
+    assert health["clients"] == 2 and health["clients_direct"] == 2
     assert fa["post"]["id"] == made["id"] and fa["offset"] == 1
     assert fa["epoch"] == chat["chat"]["epoch"]
     assert 'id="post-' in fa["html"]

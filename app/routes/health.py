@@ -21,5 +21,6 @@ async def healthz(request: Request) -> JSONResponse:
         "database": "ok" if db_ok else "unreachable",
         "ingesters": state.ingest.statuses(),
         "clients": state.hub.count(),
+        "clients_direct": state.hub.count_direct(),
     }
     return JSONResponse(body, status_code=200 if db_ok else 503)

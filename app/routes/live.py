@@ -19,6 +19,7 @@ from ..hub import Subscriber
 from ..models import Chat
 from ..rooms import NotFound, Rooms, chat_json
 from ..security import origin_allowed
+from ..wsdirect import direct_writer
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -69,7 +70,13 @@ async def live(websocket: WebSocket, slug: str) -> None:
         task.add_done_callback(_closers.discard)
         closing.append(task)
 
-    sub = Subscriber(chat.id, send, limit=settings.ws_client_buffer, on_drop=on_drop)  # type: ignore[arg-type]
+    sub = Subscriber(
+        chat.id,  # type: ignore[arg-type]
+        send,
+        limit=settings.ws_client_buffer,
+        on_drop=on_drop,
+        write_now=direct_writer(raw_send),
+    )
     try:
         with state.hub.subscribe(sub):
             await _catch_up(rooms, sub, chat.id, after, client_epoch, settings.ws_replay_limit)  # type: ignore[arg-type]
