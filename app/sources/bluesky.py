@@ -31,7 +31,6 @@ this machine (loopback). In production, machine-local and private addresses are 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import re
 import time
@@ -39,7 +38,6 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from fastapi import FastAPI
@@ -67,6 +65,7 @@ from ..networks.base import (
 from ..publishing import Connected, Published, Target, chat_hashtag_text
 from ..rooms import Rooms, SourceSpec
 from ..security import Vault
+from .addresses import check_address
 
 log = logging.getLogger(__name__)
 
@@ -94,70 +93,16 @@ _APP_PASSWORD_RE = re.compile(r"^[a-z0-9]{4}(-[a-z0-9]{4}){3}$")
 _HANDLE_RE = re.compile(r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 _DID_RE = re.compile(r"^did:(plc|web):[a-zA-Z0-9._:%-]{1,2000}$")
 _LANG_RE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8}){0,4}$")
-_HOST_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 
 
 # --- addresses and fields ----------------------------------------------------------------
 
 
-def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None
-
-
-def _is_loopback(host: str) -> bool:
-    host = host.lower().rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    ip = _ip(host)
-    return ip is not None and ip.is_loopback
-
-
 def _address(raw: Any, field: str, *, secure: str, plain: str, allow_local: bool) -> Any:
-    """``urlsplit`` of a checked address: scheme ``secure`` (or ``plain`` for loopback), a
-    valid host, no login or fragment; local and private hosts only when ``allow_local``."""
     example = f"{secure}://bsky.social" if secure == "https" else f"{secure}://host{JETSTREAM_PATH}"
-    if not isinstance(raw, str) or not raw.strip():
-        raise ValueError(f"{field}: give an address, e.g. {example}")
-    text = raw.strip()
-    if len(text) > 500:
-        raise ValueError(f"{field}: the address is too long")
-    try:
-        parts = urlsplit(text)
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"{field}: {text!r} is not a valid address") from exc
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").rstrip(".")
-    if scheme not in (secure, plain):
-        raise ValueError(f"{field}: use a {secure}:// address, e.g. {example}")
-    if not host:
-        raise ValueError(f"{field}: {text!r} has no host name")
-    if parts.username or parts.password or parts.fragment:
-        raise ValueError(f"{field}: give the address without a login or #fragment")
-    ip = _ip(host)
-    if ip is None:
-        try:
-            host = host.encode("idna").decode("ascii").lower()
-        except UnicodeError as exc:
-            raise ValueError(f"{field}: {host!r} is not a valid host name") from exc
-        if not _HOST_RE.match(host):
-            raise ValueError(f"{field}: {host!r} is not a valid host name")
-    local = _is_loopback(host)
-    if scheme == plain and not local:
-        raise ValueError(
-            f"{field}: use {secure}:// ({plain}:// is only accepted for a server on this machine)"
-        )
-    if not allow_local and (
-        local or (ip is not None and (ip.is_private or ip.is_link_local or ip.is_reserved))
-    ):
-        raise ValueError(f"{field}: {host} is a local or private address; use a public one")
-    shown = f"[{host}]" if ip is not None and ip.version == 6 else host
-    if port is not None:
-        shown = f"{shown}:{port}"
-    return parts._replace(scheme=scheme, netloc=shown)
+    return check_address(
+        raw, field, secure=secure, plain=plain, allow_local=allow_local, example=example
+    )
 
 
 def normalize_stream_url(raw: Any, stream: str, *, allow_local: bool) -> str:

@@ -21,9 +21,7 @@ operator's own network.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
-import re
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -59,6 +57,7 @@ from ..networks.mastodon import (
 from ..publishing import Connected, Published, Target, chat_hashtag_text
 from ..rooms import Rooms, SourceSpec
 from ..security import Vault
+from .addresses import check_address
 
 log = logging.getLogger(__name__)
 
@@ -73,26 +72,9 @@ INSTANCE_INFO_RETRY = 60.0
 # answers (also the misses) so a busy thread does not repeat them.
 PARENT_CACHE_SIZE = 4000
 PARENT_LOOKUP_TIMEOUT = 5.0
-_HOST_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 
 
 # --- instance addresses ------------------------------------------------------------------
-
-
-def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback IP literals."""
-    host = host.lower().rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    ip = _ip(host)
-    return ip is not None and ip.is_loopback
 
 
 def normalize_instance(raw: Any, *, allow_local: bool) -> str:
@@ -102,51 +84,25 @@ def normalize_instance(raw: Any, *, allow_local: bool) -> str:
     login; ``http://`` only for loopback. With ``allow_local`` False (production) loopback
     and private IP addresses are refused too. Raises ValueError naming the ``instance`` field.
     """
-    if not isinstance(raw, str) or not raw.strip():
-        raise ValueError("instance: give the instance's address, e.g. https://mastodon.social")
-    text = raw.strip()
-    if len(text) > 300:
-        raise ValueError("instance: the address is too long")
-    if "://" not in text:
+    text = raw.strip() if isinstance(raw, str) else raw
+    if isinstance(text, str) and text and "://" not in text:
         text = "https://" + text.lstrip("@/")
-    try:
-        parts = urlsplit(text)
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"instance: {raw.strip()!r} is not a web address") from exc
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").rstrip(".")
-    if scheme not in ("https", "http"):
-        raise ValueError("instance: use an https:// address, e.g. https://mastodon.social")
-    if parts.username or parts.password or parts.query or parts.fragment:
+    parts = check_address(
+        text,
+        "instance",
+        secure="https",
+        plain="http",
+        allow_local=allow_local,
+        example="https://mastodon.social",
+        max_length=300,
+    )
+    if parts.query:
         raise ValueError("instance: give only the instance's address, e.g. https://mastodon.social")
     if parts.path not in ("", "/"):
         raise ValueError(
             "instance: give the instance's address without a path, e.g. https://mastodon.social"
         )
-    if not host:
-        raise ValueError(f"instance: {raw.strip()!r} has no host name")
-    ip = _ip(host)
-    if ip is None:
-        try:
-            host = host.encode("idna").decode("ascii").lower()
-        except UnicodeError as exc:
-            raise ValueError(f"instance: {host!r} is not a valid host name") from exc
-        if not _HOST_RE.match(host):
-            raise ValueError(f"instance: {host!r} is not a valid host name")
-    local = is_loopback(host)
-    if scheme == "http" and not local:
-        raise ValueError(
-            "instance: use https:// (plain http is only accepted for a server on this machine)"
-        )
-    if not allow_local and (
-        local or (ip is not None and (ip.is_private or ip.is_link_local or ip.is_reserved))
-    ):
-        raise ValueError(f"instance: {host} is a local or private address; use a public instance")
-    shown = f"[{host}]" if ip is not None and ip.version == 6 else host
-    if port is not None and port != {"https": 443, "http": 80}[scheme]:
-        shown = f"{shown}:{port}"
-    return f"{scheme}://{shown}"
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _token_field(raw: dict[str, Any], *, required: bool) -> str | None:

@@ -7,15 +7,10 @@
 // Imported with this module's own ?v= so one asset version moves all files together; all at
 // once, so the page does not wait for one file after another.
 const version = new URL(import.meta.url).search;
-const [common, hashtagRules, feedModule, filterModule, questionModule, prefsModule, keysModule] = await Promise.all([
-  import(`./common.js${version}`),
-  import(`./hashtag.js${version}`),
-  import(`./feed.js${version}`),
-  import(`./filters.js${version}`),
-  import(`./questions.js${version}`),
-  import(`./prefs.js${version}`),
-  import(`./keys.js${version}`),
-]);
+const [common, hashtagRules, feedModule, filterModule, questionModule, prefsModule, keysModule] =
+  await Promise.all(
+    ["common", "hashtag", "feed", "filters", "questions", "prefs", "keys"].map((name) => import(`./${name}.js${version}`)),
+  );
 const { api, el, errorText, graphemeCount, graphemeTail, markScripted, refreshTimes, store } = common;
 const { withHashtag } = hashtagRules;
 const { Column, fromHtml, swap } = feedModule;
@@ -200,6 +195,7 @@ function applyFrame(frame) {
       column.remove(frame.post_id);
       // A post that is gone from the room is gone from the pinned bar too.
       document.getElementById(`pin-${frame.post_id}`)?.remove();
+      syncEmpty();
       break;
     case "pin":
       addPin(frame);

@@ -451,7 +451,8 @@ export class Column {
   scrolled() {
     // Only the reader's own scrolling earns more automatic pages, not our compensations.
     if (Math.abs(window.scrollY - this.ownScrollY) > 1) this.autoPages = 0;
-    this.pump();
+    // Called on every scrolled frame: only work when posts wait for the reader to come back.
+    if (this.waiting.size) this.pump();
   }
 
   // -- filters ----------------------------------------------------------------------------------
