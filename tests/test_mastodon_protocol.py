@@ -541,9 +541,11 @@ async def test_live_posts_arrive_through_the_stream(
     old = peer.publish("bob", "before", tags=[TAG])
     async with running(follower_for(peer, client, token)) as run:
         await run.until(
-            lambda: peer.stream_count == 1
-            and run.uris == [old["uri"]]
-            and "streaming" in run.ctx.states,
+            lambda: (
+                peer.stream_count == 1
+                and run.uris == [old["uri"]]
+                and "streaming" in run.ctx.states
+            ),
             "the stream",
         )
         rest_calls = len(peer.requests_to("/api/v1/timelines/tag/"))
