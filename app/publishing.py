@@ -314,17 +314,7 @@ class Accounts:
         def fn(session: Session) -> tuple[dict[str, Any], list[Any]]:
             fresh = session.get(Chat, chat.id)
             assert fresh is not None
-            existing = (
-                session.execute(
-                    select(Post).where(
-                        Post.chat_id == chat.id,  # type: ignore[arg-type]
-                        Post.network == rp.network,  # type: ignore[arg-type]
-                        Post.remote_id == rp.remote_id,  # type: ignore[arg-type]
-                    )
-                )
-                .scalars()
-                .first()
-            )
+            existing = rooms.find_post(session, chat.id, rp.network, rp.remote_id)  # type: ignore[arg-type]
             if existing is not None:  # the stream was faster than our response
                 return post_json(existing), []
             stored, frames = rooms._apply_batch(

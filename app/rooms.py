@@ -172,6 +172,21 @@ class Rooms:
         return chat
 
     @staticmethod
+    def find_post(session: Session, chat_id: int, network: str, remote_id: str) -> Post | None:
+        """The stored post with this network identity in the chat, if any (the dedupe key)."""
+        return (
+            session.execute(
+                select(Post).where(
+                    Post.chat_id == chat_id,  # type: ignore[arg-type]
+                    Post.network == network,  # type: ignore[arg-type]
+                    Post.remote_id == remote_id,  # type: ignore[arg-type]
+                )
+            )
+            .scalars()
+            .first()
+        )
+
+    @staticmethod
     def _post_in_chat(session: Session, chat_id: int, post_id: int) -> Post:
         post = session.get(Post, post_id)
         if post is None or post.chat_id != chat_id or post.deleted:
@@ -388,17 +403,7 @@ class Rooms:
                     # A repost is its own item in the column ("reposted by …"), keyed so that
                     # the same boost seen on several instances is still stored once.
                     rp.remote_id = f"{rp.remote_id}#repost:{rp.reposted_by.handle.casefold()}"
-                existing = (
-                    session.execute(
-                        select(Post).where(
-                            Post.chat_id == chat.id,  # type: ignore[arg-type]
-                            Post.network == rp.network,  # type: ignore[arg-type]
-                            Post.remote_id == rp.remote_id,  # type: ignore[arg-type]
-                        )
-                    )
-                    .scalars()
-                    .first()
-                )
+                existing = self.find_post(session, chat.id, rp.network, rp.remote_id)  # type: ignore[arg-type]
                 if existing is None:
                     post = self._build_post(session, chat, rp)
                     post.pending = pending
