@@ -4,7 +4,7 @@
 // the server keeps them and only account ids and public handles appear here.
 
 const version = new URL(import.meta.url).search;
-const { api, errorText, store } = await import(`./common.js${version}`);
+const { api, apiFrom, errorText, isBusy, store } = await import(`./common.js${version}`);
 
 const $ = (id) => document.getElementById(id);
 const box = $("post-as");
@@ -85,11 +85,9 @@ function setUp(box) {
 
   signOut.addEventListener("click", async () => {
     const option = select.selectedOptions[0];
-    if (!option || !option.value || signOut.getAttribute("aria-disabled") === "true") return;
-    signOut.setAttribute("aria-disabled", "true");
+    if (!option || !option.value || isBusy(signOut)) return;
     error.textContent = "";
-    const response = await api("DELETE", `/api/accounts/${encodeURIComponent(option.value)}`);
-    signOut.removeAttribute("aria-disabled");
+    const response = await apiFrom(signOut, "DELETE", `/api/accounts/${encodeURIComponent(option.value)}`);
     if (!response.ok && response.status !== 404) {
       error.textContent = `Could not sign out: ${errorText(response.status, response.data)}`;
       return;
@@ -156,7 +154,7 @@ function setUp(box) {
       if (open) bskyHandle.focus();
     });
     const signInBluesky = async () => {
-      if (bskyGo.getAttribute("aria-disabled") === "true") return;
+      if (isBusy(bskyGo)) return;
       const identifier = bskyHandle.value.trim();
       const password = bskyPassword.value.trim();
       if (!identifier || !password) {
@@ -170,9 +168,7 @@ function setUp(box) {
       if (navigator.language) body.langs = [navigator.language];
       const service = bskyService ? bskyService.value.trim() : "";
       if (service) body.service = service;
-      bskyGo.setAttribute("aria-disabled", "true");
-      const response = await api("POST", "/api/accounts", body);
-      bskyGo.removeAttribute("aria-disabled");
+      const response = await apiFrom(bskyGo, "POST", "/api/accounts", body);
       if (!response.ok) {
         status.textContent = "";
         error.textContent = `Could not sign in: ${errorText(response.status, response.data)}`;

@@ -7,17 +7,21 @@
 // Imported with this module's own ?v= so one asset version moves all files together; all at
 // once, so the page does not wait for one file after another.
 const version = new URL(import.meta.url).search;
-const [common, hashtagRules, feedModule, filterModule, questionModule, prefsModule, keysModule] =
+const [common, hashtagRules, feedModule, filterModule, questionModule, prefsModule, keysModule, liveModule] =
   await Promise.all(
-    ["common", "hashtag", "feed", "filters", "questions", "prefs", "keys"].map((name) => import(`./${name}.js${version}`)),
+    ["common", "hashtag", "feed", "filters", "questions", "prefs", "keys", "live"].map((name) =>
+      import(`./${name}.js${version}`),
+    ),
   );
-const { api, el, errorText, graphemeCount, graphemeTail, markScripted, refreshTimes, store } = common;
+const { api, apiFrom, el, errorText, graphemeCount, graphemeTail, isBusy, keepTimesFresh, markScripted, refreshTimes, store } =
+  common;
 const { withHashtag } = hashtagRules;
 const { Column, fromHtml, swap } = feedModule;
 const { Filters, nodeFacts, normHandle, postFacts, setupFilterPanel, setupPostMenu } = filterModule;
 const { setupAnswerPrefix, setupQuestions } = questionModule;
 const { setupDisplay } = prefsModule;
 const { setupKeys } = keysModule;
+const { followLive } = liveModule;
 
 markScripted();
 
@@ -40,14 +44,6 @@ const connState = $("conn-state");
 const newPosts = $("new-posts");
 const newPostsLabel = $("new-posts-label");
 const pageTitle = document.title;
-
-// Reconnect delays: first retry after ~0.5 s, doubling to a 15 s cap, jittered so a server
-// restart is not met by every client at the same instant.
-const BACKOFF_FIRST_MS = 500;
-const BACKOFF_CAP_MS = 15000;
-// The server pings every 20 s by default; three missed pings means the link is dead even if
-// the browser has not noticed (phones switching networks keep half-open sockets for minutes).
-const SILENCE_LIMIT_MS = 65000;
 
 // ---------------------------------------------------------------------------------------
 // Rendering helpers
@@ -133,36 +129,14 @@ notices.addEventListener("click", (event) => {
 });
 
 // ---------------------------------------------------------------------------------------
-// Live connection
+// Live frames (the connection itself is live.js)
 
-const live = {
-  offset: Number(body.dataset.offset) || 0,
-  epoch: String(body.dataset.epoch ?? ""),
-  socket: null,
-  attempt: 0,
-  retryTimer: 0,
-  silenceTimer: 0,
-  leaving: false,
-};
-
-const CONN_TEXT = {
-  connecting: "Connecting…",
-  live: "Live",
-  reconnecting: "Reconnecting…",
-  offline: "Offline",
-};
-
-function setConn(state) {
-  if (connState.dataset.state === state) return;
-  connState.dataset.state = state;
-  connState.querySelector(".conn-text").textContent = CONN_TEXT[state];
-}
-
-function applySnapshot(frame) {
+/** A snapshot replaces the column unless it is the state the page already shows. */
+function applySnapshot(frame, known) {
   const reset = Boolean(frame.reset);
   const epoch = String(frame.epoch ?? "");
   if (frame.chat && Number(frame.chat.limit)) limit = Number(frame.chat.limit);
-  const unchanged = !reset && epoch === live.epoch && frame.offset === live.offset;
+  const unchanged = !reset && epoch === known.epoch && frame.offset === known.offset;
   if (!unchanged) {
     column.reset(frame.posts || []);
     const pins = frame.pins || [];
@@ -176,8 +150,6 @@ function applySnapshot(frame) {
     syncEmpty();
   }
   if (reset) showNotice("Caught up — showing the latest posts.", { transientMs: 8000 });
-  live.epoch = epoch;
-  if (typeof frame.offset === "number") live.offset = frame.offset;
 }
 
 function applyFrame(frame) {
@@ -211,155 +183,6 @@ function applyFrame(frame) {
   }
 }
 
-/** Applies a frame; a change above the reader's view (pins, notices) does not move it. */
-function apply(frame) {
-  column.preserve(() => applyFrame(frame));
-  questions.frameSeen(frame);
-}
-
-function onFrame(frame) {
-  if (!frame || typeof frame !== "object" || frame.type === "ping") return;
-  if (frame.type === "snapshot") {
-    column.preserve(() => applySnapshot(frame));
-    return;
-  }
-  // Notices carry no state: show each text once, whatever its offset.
-  if (frame.type === "notice") {
-    column.preserve(() => showNotice(frame.text));
-    if (typeof frame.offset === "number" && frame.offset > live.offset) live.offset = frame.offset;
-    return;
-  }
-  if (typeof frame.offset !== "number") {
-    apply(frame);
-    return;
-  }
-  if (frame.epoch !== undefined && String(frame.epoch) !== live.epoch) {
-    // The room's history was rebuilt under us; reconnecting with our old epoch makes the
-    // server answer with a fresh snapshot.
-    dropSocket();
-    scheduleReconnect();
-    return;
-  }
-  if (frame.offset <= live.offset) return; // already applied (replay overlap)
-  apply(frame);
-  live.offset = frame.offset;
-}
-
-function armSilenceTimer() {
-  clearTimeout(live.silenceTimer);
-  live.silenceTimer = setTimeout(() => {
-    dropSocket();
-    scheduleReconnect();
-  }, SILENCE_LIMIT_MS);
-}
-
-/** Forgets the current socket at once; its late events are ignored. */
-function dropSocket() {
-  clearTimeout(live.silenceTimer);
-  const socket = live.socket;
-  live.socket = null;
-  if (socket && socket.readyState <= WebSocket.OPEN) {
-    try {
-      socket.close(1000, "client reconnecting");
-    } catch {
-      // Already closing.
-    }
-  }
-}
-
-function backoffDelay(attempt) {
-  const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_FIRST_MS * 2 ** attempt);
-  return ceiling / 2 + Math.random() * (ceiling / 2);
-}
-
-function scheduleReconnect() {
-  clearTimeout(live.retryTimer);
-  if (live.leaving) return;
-  if (!navigator.onLine) {
-    setConn("offline"); // the "online" event reconnects
-    return;
-  }
-  setConn("reconnecting");
-  const delay = backoffDelay(live.attempt);
-  live.attempt += 1;
-  live.retryTimer = setTimeout(connect, delay);
-}
-
-function connect() {
-  clearTimeout(live.retryTimer);
-  if (live.socket || live.leaving) return;
-  if (!navigator.onLine) {
-    setConn("offline");
-    return;
-  }
-  if (live.attempt === 0) setConn("connecting");
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  const query = `after=${live.offset}&epoch=${encodeURIComponent(live.epoch)}`;
-  let socket;
-  try {
-    socket = new WebSocket(`${scheme}//${location.host}${apiBase}/live?${query}`);
-  } catch {
-    scheduleReconnect();
-    return;
-  }
-  live.socket = socket;
-  socket.addEventListener("open", () => {
-    if (live.socket !== socket) return;
-    setConn("live");
-    armSilenceTimer();
-  });
-  socket.addEventListener("message", (event) => {
-    if (live.socket !== socket) return;
-    // A frame, not just an accepted handshake, proves the link works: only then may the
-    // next failure retry fast again.
-    live.attempt = 0;
-    setConn("live");
-    armSilenceTimer();
-    let frame;
-    try {
-      frame = JSON.parse(event.data);
-    } catch {
-      return;
-    }
-    onFrame(frame);
-  });
-  socket.addEventListener("close", () => {
-    if (live.socket !== socket) return;
-    live.socket = null;
-    clearTimeout(live.silenceTimer);
-    scheduleReconnect();
-  });
-}
-
-window.addEventListener("online", () => {
-  live.attempt = 0;
-  connect();
-});
-window.addEventListener("offline", () => {
-  dropSocket();
-  clearTimeout(live.retryTimer);
-  setConn("offline");
-});
-document.addEventListener("visibilitychange", () => {
-  // Phones suspend background tabs; come back live at once instead of after the backoff.
-  if (document.visibilityState === "visible" && !live.socket) {
-    live.attempt = 0;
-    connect();
-  }
-});
-window.addEventListener("pagehide", () => {
-  live.leaving = true;
-  clearTimeout(live.retryTimer);
-  dropSocket();
-});
-window.addEventListener("pageshow", (event) => {
-  if (event.persisted) {
-    live.leaving = false;
-    live.attempt = 0;
-    connect();
-  }
-});
-
 // ---------------------------------------------------------------------------------------
 // Composer
 
@@ -389,7 +212,6 @@ if (form) {
   const account = $("account-id");
   const asAccount = () => (account && account.value ? account : null);
   const maxLength = () => Number(asAccount()?.dataset.limit) || limit;
-  let sending = false;
   let lastBand = "ok";
 
   if (!nameInput.value) nameInput.value = store.get("hashroom.name") || "";
@@ -437,7 +259,7 @@ if (form) {
 
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    if (sending) return;
+    if (isBusy(submit)) return;
     const author = nameInput.value.trim();
     const text = textArea.value;
     const left = refreshComposer();
@@ -457,17 +279,13 @@ if (form) {
       return;
     }
     showError("");
-    sending = true;
-    submit.setAttribute("aria-disabled", "true");
     submit.textContent = "Posting…";
-    const response = await api("POST", `${apiBase}/posts`, {
+    const response = await apiFrom(submit, "POST", `${apiBase}/posts`, {
       text,
       author,
       in_reply_to: replyTo ? postId(replyTo.id) : null,
       ...(asAccount() ? { account_id: Number(account.value) } : {}),
     });
-    sending = false;
-    submit.removeAttribute("aria-disabled");
     submit.textContent = "Post";
     if (response.ok) {
       // The post itself arrives over the websocket, like everyone else's.
@@ -489,23 +307,9 @@ if (form) {
 // ---------------------------------------------------------------------------------------
 // Moderator tools
 
-// Busy controls get aria-disabled, not disabled: disabling the focused button would drop
-// keyboard focus to the page body.
-function setBusy(button, busy) {
-  if (busy) button.setAttribute("aria-disabled", "true");
-  else button.removeAttribute("aria-disabled");
-}
-
-function isBusy(button) {
-  return button.getAttribute("aria-disabled") === "true";
-}
-
 async function modAction(button, method, url, failure) {
-  if (isBusy(button)) return;
-  setBusy(button, true);
-  const response = await api(method, url);
-  setBusy(button, false);
-  if (!response.ok) {
+  const response = await apiFrom(button, method, url);
+  if (response && !response.ok) {
     showNotice(`${failure}: ${errorText(response.status, response.data)}`, { kind: "error", transientMs: 12000 });
   }
 }
@@ -523,10 +327,8 @@ if (askForm) {
       askText.focus();
       return;
     }
-    if (isBusy(askSubmit)) return;
-    setBusy(askSubmit, true);
-    const response = await api("POST", `${apiBase}/questions`, { text });
-    setBusy(askSubmit, false);
+    const response = await apiFrom(askSubmit, "POST", `${apiBase}/questions`, { text });
+    if (!response) return; // already sending
     if (response.ok) {
       askText.value = "";
       askError.textContent = "";
@@ -887,10 +689,19 @@ feed.classList.add("is-ready");
 
 // Relative times change width as they age ("just now" → "12 min ago"); above a reader
 // scrolled into the column that must not move what they read.
-const freshTimes = () => column.preserve(() => refreshTimes(document));
-setInterval(freshTimes, 30000);
-document.addEventListener("visibilitychange", () => {
-  if (document.visibilityState === "visible") freshTimes();
-});
+keepTimesFresh(document, 30000, (refresh) => column.preserve(refresh));
 syncEmpty();
-connect();
+// A change above the reader's view (pins, notices) does not move it.
+followLive({
+  slug,
+  offset: body.dataset.offset,
+  epoch: body.dataset.epoch,
+  status: connState,
+  statusText: connState.querySelector(".conn-text"),
+  snapshot: (frame, known) => column.preserve(() => applySnapshot(frame, known)),
+  frame: (frame) => {
+    column.preserve(() => applyFrame(frame));
+    questions.frameSeen(frame);
+  },
+  notice: (frame) => column.preserve(() => showNotice(frame.text)),
+});

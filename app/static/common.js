@@ -1,5 +1,5 @@
 // Helpers shared by the page modules: DOM building without innerHTML, the API fetch wrapper
-// (CSRF header, JSON errors), relative times in the viewer's zone, grapheme counting.
+// (CSRF header, busy buttons, JSON errors), relative times in the viewer's zone, grapheme counting.
 
 /** Marks the document as scripted so CSS can reveal controls that need JavaScript. */
 export function markScripted() {
@@ -57,6 +57,23 @@ export async function api(method, url, body) {
     }
   }
   return { ok: response.ok, status: response.status, data };
+}
+
+// Busy controls get aria-disabled, not disabled: disabling the focused button would drop
+// keyboard focus to the page body.
+
+/** Whether `button` is busy with a request (see `apiFrom`). */
+export function isBusy(button) {
+  return Boolean(button) && button.getAttribute("aria-disabled") === "true";
+}
+
+/** `api()` on behalf of `button`, busy meanwhile; null, sending nothing, if it already is. */
+export async function apiFrom(button, method, url, body) {
+  if (isBusy(button)) return null;
+  button?.setAttribute("aria-disabled", "true");
+  const response = await api(method, url, body);
+  button?.removeAttribute("aria-disabled");
+  return response;
 }
 
 /**
@@ -147,12 +164,16 @@ export function refreshTimes(root = document) {
   }
 }
 
-/** Keeps relative times fresh: every `intervalMs`, and when the tab becomes visible again. */
-export function keepTimesFresh(root = document, intervalMs = 30000) {
-  refreshTimes(root);
-  setInterval(() => refreshTimes(root), intervalMs);
+/**
+ * Keeps relative times fresh: now, every `intervalMs`, and when the tab becomes visible again.
+ * `around(refresh)` runs each refresh, for a page that must hold its scroll position meanwhile.
+ */
+export function keepTimesFresh(root = document, intervalMs = 30000, around = (refresh) => refresh()) {
+  const refresh = () => around(() => refreshTimes(root));
+  refresh();
+  setInterval(refresh, intervalMs);
   document.addEventListener("visibilitychange", () => {
-    if (document.visibilityState === "visible") refreshTimes(root);
+    if (document.visibilityState === "visible") refresh();
   });
 }
 

@@ -2,7 +2,7 @@
 // (the form still posts as a plain form without JavaScript).
 
 const version = new URL(import.meta.url).search;
-const { api, copyText, el, keepTimesFresh, markScripted, readError } = await import(`./common.js${version}`);
+const { apiFrom, copyText, el, isBusy, keepTimesFresh, markScripted, readError } = await import(`./common.js${version}`);
 
 markScripted();
 keepTimesFresh(document, 30000);
@@ -135,7 +135,7 @@ $("copy-url").addEventListener("click", async () => {
 
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
-  if (submit.getAttribute("aria-disabled") === "true") return; // already sending
+  if (isBusy(submit)) return; // already sending
   clearErrors();
   const value = (name) => form.elements[name].value.trim();
   const payload = {
@@ -151,11 +151,8 @@ form.addEventListener("submit", async (event) => {
     showErrors(422, { detail: Object.entries(fields).map(([k, msg]) => ({ loc: ["body", k], msg })) });
     return;
   }
-  // aria-disabled, not disabled, so keyboard focus stays on the button.
-  submit.setAttribute("aria-disabled", "true");
   submit.textContent = "Starting…";
-  const response = await api("POST", "/api/chats", payload);
-  submit.removeAttribute("aria-disabled");
+  const response = await apiFrom(submit, "POST", "/api/chats", payload);
   submit.textContent = "Start the chat";
   if (response.ok && response.data && response.data.slug) {
     addToList(response.data.chat || { ...payload, slug: response.data.slug });

@@ -3,7 +3,7 @@
 // with textContent; it refreshes after each action, on demand, and every REFRESH_MS.
 
 const version = new URL(import.meta.url).search;
-const { api, el, errorText, refreshTimes } = await import(`./common.js${version}`);
+const { api, apiFrom, el, errorText, refreshTimes } = await import(`./common.js${version}`);
 
 // The review queue and the log change as posts arrive and other moderators act; this keeps
 // them current without a socket of their own.
@@ -25,15 +25,6 @@ function at(handle) {
 
 function who(network, handle) {
   return network && network !== "*" ? `${at(handle)} on ${NETWORK_LABELS[network] || network}` : at(handle);
-}
-
-// Busy buttons get aria-disabled, not disabled, so keyboard focus stays on them.
-async function run(button, method, url, body) {
-  if (button && button.getAttribute("aria-disabled") === "true") return null;
-  button?.setAttribute("aria-disabled", "true");
-  const response = await api(method, url, body);
-  button?.removeAttribute("aria-disabled");
-  return response;
 }
 
 function setCount(id, n) {
@@ -186,7 +177,7 @@ async function load() {
 
 async function act(button, method, url, body, done) {
   const section = button.closest("details");
-  const response = await run(button, method, url, body);
+  const response = await apiFrom(button, method, url, body);
   if (!response) return false;
   if (!response.ok) {
     say(errorText(response.status, response.data));
@@ -216,7 +207,7 @@ function formHandler(formId, errorId, submit) {
       return;
     }
     const submitButton = form.querySelector("button[type=submit]");
-    const response = await run(submitButton, ...submit(data));
+    const response = await apiFrom(submitButton, ...submit(data));
     if (!response) return;
     if (!response.ok) {
       error.textContent = errorText(response.status, response.data);

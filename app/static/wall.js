@@ -1,9 +1,11 @@
 // The wall: the room on a projector. Same websocket and frames as the chat page; posts are
 // drawn from their JSON with textContent (no HTML), the current question large on top.
-// Reconnects the way the chat page does: backoff with jitter, resume from the last offset.
+// The connection (backoff with jitter, resume from the last offset) is live.js, as there.
 
 const version = new URL(import.meta.url).search;
-const { el, markScripted } = await import(`./common.js${version}`);
+const [{ el, markScripted }, { followLive }] = await Promise.all(
+  ["common", "live"].map((name) => import(`./${name}.js${version}`)),
+);
 
 markScripted();
 
@@ -16,12 +18,6 @@ const feed = $("wall-feed");
 const empty = $("wall-empty");
 const questionBox = $("wall-question");
 const conn = $("wall-conn");
-
-// Same timings as the chat page: first retry after ~0.5 s doubling to 15 s, and a link
-// silent for three missed pings (20 s apart) is treated as dead.
-const BACKOFF_FIRST_MS = 500;
-const BACKOFF_CAP_MS = 15000;
-const SILENCE_LIMIT_MS = 65000;
 
 const trailingTag = new RegExp(`\\s*#${hashtag.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}\\s*$`, "i");
 
@@ -148,25 +144,7 @@ function removePost(postId) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Live connection
-
-const live = {
-  offset: Number(body.dataset.offset) || 0,
-  epoch: String(body.dataset.epoch ?? ""),
-  socket: null,
-  attempt: 0,
-  retryTimer: 0,
-  silenceTimer: 0,
-  leaving: false,
-};
-
-const CONN_TEXT = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…", offline: "Offline" };
-
-function setConn(state) {
-  if (conn.dataset.state === state) return;
-  conn.dataset.state = state;
-  $("wall-conn-text").textContent = CONN_TEXT[state];
-}
+// Live frames (the connection itself is live.js)
 
 function applySnapshot(frame) {
   feed.replaceChildren();
@@ -174,8 +152,6 @@ function applySnapshot(frame) {
   pins = (frame.pins || []).map((item) => ({ is_question: Boolean(item.pin && item.pin.is_question), post: item.post }));
   showQuestion();
   syncEmpty();
-  live.epoch = String(frame.epoch ?? "");
-  if (typeof frame.offset === "number") live.offset = frame.offset;
 }
 
 function applyFrame(frame) {
@@ -202,134 +178,13 @@ function applyFrame(frame) {
   }
 }
 
-function onFrame(frame) {
-  if (!frame || typeof frame !== "object" || frame.type === "ping") return;
-  if (frame.type === "snapshot") {
-    applySnapshot(frame);
-    return;
-  }
-  if (typeof frame.offset !== "number") return;
-  if (frame.epoch !== undefined && String(frame.epoch) !== live.epoch) {
-    // The room's history was rebuilt: reconnecting with the old epoch yields a snapshot.
-    dropSocket();
-    scheduleReconnect();
-    return;
-  }
-  if (frame.offset <= live.offset) return;
-  applyFrame(frame);
-  live.offset = frame.offset;
-}
-
-function armSilenceTimer() {
-  clearTimeout(live.silenceTimer);
-  live.silenceTimer = setTimeout(() => {
-    dropSocket();
-    scheduleReconnect();
-  }, SILENCE_LIMIT_MS);
-}
-
-function dropSocket() {
-  clearTimeout(live.silenceTimer);
-  const socket = live.socket;
-  live.socket = null;
-  if (socket && socket.readyState <= WebSocket.OPEN) {
-    try {
-      socket.close(1000, "client reconnecting");
-    } catch {
-      // Already closing.
-    }
-  }
-}
-
-function backoffDelay(attempt) {
-  const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_FIRST_MS * 2 ** attempt);
-  return ceiling / 2 + Math.random() * (ceiling / 2);
-}
-
-function scheduleReconnect() {
-  clearTimeout(live.retryTimer);
-  if (live.leaving) return;
-  if (!navigator.onLine) {
-    setConn("offline");
-    return;
-  }
-  setConn("reconnecting");
-  const delay = backoffDelay(live.attempt);
-  live.attempt += 1;
-  live.retryTimer = setTimeout(connect, delay);
-}
-
-function connect() {
-  clearTimeout(live.retryTimer);
-  if (live.socket || live.leaving) return;
-  if (!navigator.onLine) {
-    setConn("offline");
-    return;
-  }
-  if (live.attempt === 0) setConn("connecting");
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  const query = `after=${live.offset}&epoch=${encodeURIComponent(live.epoch)}`;
-  let socket;
-  try {
-    socket = new WebSocket(`${scheme}//${location.host}/api/chats/${encodeURIComponent(slug)}/live?${query}`);
-  } catch {
-    scheduleReconnect();
-    return;
-  }
-  live.socket = socket;
-  socket.addEventListener("open", () => {
-    if (live.socket !== socket) return;
-    setConn("live");
-    armSilenceTimer();
-  });
-  socket.addEventListener("message", (event) => {
-    if (live.socket !== socket) return;
-    live.attempt = 0;
-    setConn("live");
-    armSilenceTimer();
-    let frame;
-    try {
-      frame = JSON.parse(event.data);
-    } catch {
-      return;
-    }
-    onFrame(frame);
-  });
-  socket.addEventListener("close", () => {
-    if (live.socket !== socket) return;
-    live.socket = null;
-    clearTimeout(live.silenceTimer);
-    scheduleReconnect();
-  });
-}
-
-window.addEventListener("online", () => {
-  live.attempt = 0;
-  connect();
-});
-window.addEventListener("offline", () => {
-  dropSocket();
-  clearTimeout(live.retryTimer);
-  setConn("offline");
-});
-document.addEventListener("visibilitychange", () => {
-  if (document.visibilityState === "visible" && !live.socket) {
-    live.attempt = 0;
-    connect();
-  }
-});
-window.addEventListener("pagehide", () => {
-  live.leaving = true;
-  clearTimeout(live.retryTimer);
-  dropSocket();
-});
-window.addEventListener("pageshow", (event) => {
-  if (event.persisted) {
-    live.leaving = false;
-    live.attempt = 0;
-    connect();
-  }
-});
-
 syncEmpty();
-connect();
+followLive({
+  slug,
+  offset: body.dataset.offset,
+  epoch: body.dataset.epoch,
+  status: conn,
+  statusText: $("wall-conn-text"),
+  snapshot: applySnapshot,
+  frame: applyFrame,
+});
