@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Form, HTTPException, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import ValidationError
 
 from ..deps import IngestDep, RoomsDep, SettingsDep, moderator_slugs
@@ -30,31 +30,79 @@ async def home(request: Request, rooms: RoomsDep) -> HTMLResponse:
     )
 
 
+FORM_FIELDS = (
+    "hashtag",
+    "title",
+    "description",
+    "follow_mastodon",
+    "mastodon_instances",
+    "follow_bluesky",
+    "bluesky_stream",
+    "bluesky_url",
+    "bluesky_identifier",
+)
+
+
+def sources_from_form(form: Any) -> list[dict[str, Any]]:
+    """The ``sources`` of the API from the home page form's fields."""
+    sources: list[dict[str, Any]] = []
+    if form.get("follow_mastodon"):
+        instances = [line.strip() for line in str(form.get("mastodon_instances", "")).splitlines()]
+        instances = [i for i in instances if i][:10]
+        if not instances:
+            raise ValueError("Mastodon: give at least one instance, e.g. mastodon.social")
+        token = str(form.get("mastodon_token", "")).strip()
+        for n, instance in enumerate(instances):
+            source: dict[str, Any] = {"network": "mastodon", "instance": instance}
+            if token and n == 0:
+                source["access_token"] = token
+            sources.append(source)
+    if form.get("follow_bluesky"):
+        source = {"network": "bluesky", "stream": str(form.get("bluesky_stream") or "jetstream")}
+        if url := str(form.get("bluesky_url", "")).strip():
+            source["url"] = url
+        identifier = str(form.get("bluesky_identifier", "")).strip()
+        password = str(form.get("bluesky_app_password", "")).strip()
+        if identifier or password:
+            if not (identifier and password):
+                raise ValueError("Bluesky: give both the handle and an app password, or neither")
+            source["identifier"], source["app_password"] = identifier, password
+        sources.append(source)
+    return sources
+
+
 @router.post("/chats", response_class=HTMLResponse)
 async def create_chat_form(
-    request: Request,
-    rooms: RoomsDep,
-    ingest: IngestDep,
-    settings: SettingsDep,
-    hashtag: str = Form(""),
-    title: str = Form(""),
-    description: str = Form(""),
-    network: str = Form("native"),
-    csrf_token_field: str = Form("", alias="csrf_token"),
-) -> HTMLResponse:
-    """The no-script fallback of the home page's form."""
-    if not csrf_ok(request.session, csrf_token_field):
+    request: Request, rooms: RoomsDep, ingest: IngestDep, settings: SettingsDep
+) -> Response:
+    """The home page's form. Answers JSON to its script (``Accept: application/json``) and
+    a page without one."""
+    form = await request.form()
+    wants_json = "application/json" in request.headers.get("accept", "")
+    if not csrf_ok(request.session, str(form.get("csrf_token", ""))):
         raise HTTPException(403, "stale form: reload the page and submit again")
     error = None
     created = None
     try:
-        body = ChatIn(hashtag=hashtag, title=title, description=description, network=network)
+        body = ChatIn(
+            hashtag=str(form.get("hashtag", "")),
+            title=str(form.get("title", "")),
+            description=str(form.get("description", "")),
+            sources=sources_from_form(form) or None,
+        )
         created = await create_chat_from(body, request, rooms, ingest, settings)
         request.session["mod"] = sorted({*moderator_slugs(request), created["slug"]})
     except ValidationError as exc:
-        error = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+        error = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+    except ValueError as exc:
+        error = str(exc)
     except HTTPException as exc:
         error = str(exc.detail)
+    if wants_json:
+        return JSONResponse(created if created else {"detail": error}, 201 if created else 422)
     chats = await rooms.list_chats()
     return _templates(request).TemplateResponse(
         request,
@@ -64,7 +112,7 @@ async def create_chat_form(
             "csrf_token": csrf_token(request.session),
             "created": created,
             "error": error,
-            "form": {"hashtag": hashtag, "title": title, "description": description},
+            "form": {k: form.get(k, "") for k in FORM_FIELDS},
         },
         status_code=201 if created else 422,
     )

@@ -37,7 +37,9 @@ export function csrfToken() {
 export async function api(method, url, body) {
   const headers = { Accept: "application/json", "X-CSRF-Token": csrfToken() };
   const init = { method, headers, credentials: "same-origin" };
-  if (body !== undefined) {
+  if (body instanceof FormData) {
+    init.body = body; // the browser sets the multipart content type
+  } else if (body !== undefined) {
     headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }

@@ -63,7 +63,7 @@ const form = $("start-form");
 const formError = $("start-error");
 const submit = $("start-submit");
 const created = $("created");
-const FIELDS = ["hashtag", "title", "description", "network"];
+const FIELDS = ["hashtag", "title", "description", "sources"];
 
 function clearErrors() {
   formError.textContent = "";
@@ -142,7 +142,6 @@ form.addEventListener("submit", async (event) => {
     hashtag: value("hashtag").replace(/^#/, ""),
     title: value("title"),
     description: value("description"),
-    network: value("network"),
   };
   if (!payload.hashtag || !payload.title) {
     const fields = {};
@@ -151,8 +150,12 @@ form.addEventListener("submit", async (event) => {
     showErrors(422, { detail: Object.entries(fields).map(([k, msg]) => ({ loc: ["body", k], msg })) });
     return;
   }
+  // The form itself is the request: the server turns its network fields into sources,
+  // the same way for this script and for browsers without it.
+  const data = new FormData(form);
+  data.set("hashtag", payload.hashtag);
   submit.textContent = "Starting…";
-  const response = await apiFrom(submit, "POST", "/api/chats", payload);
+  const response = await apiFrom(submit, "POST", "/chats", data);
   submit.textContent = "Start the chat";
   if (response.ok && response.data && response.data.slug) {
     addToList(response.data.chat || { ...payload, slug: response.data.slug });
