@@ -180,6 +180,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Follow a hashtag chat live: one room, one column, replies that carry the tag.",
         version="0.1.0",
         lifespan=lifespan,
+        # FastAPI's own /docs pages load Swagger UI from a CDN with an inline script; Hashroom
+        # serves a vendored copy (works offline, keeps the no-inline-script CSP).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.templates = make_templates()
@@ -223,6 +227,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RawSend)  # outermost of ours: it sees the server's own send
+    @app.get("/docs", include_in_schema=False)
+    async def api_docs(request: Request) -> Any:
+        return app.state.templates.TemplateResponse(request, "api_docs.html", {})
+
     app.include_router(health.router)
     app.include_router(api.router)
     app.include_router(accounts.router)

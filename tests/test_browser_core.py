@@ -135,3 +135,14 @@ def test_core_pages_have_no_axe_violations(demo_server, new_page, path):
     page.wait_for_load_state("networkidle")
     violations = axe_violations(page)
     assert violations == [], describe(violations)
+
+
+def test_api_reference_renders_offline_under_the_csp(server, new_page):
+    """/docs shows the OpenAPI operations from the vendored Swagger UI, no CSP violations."""
+    page = new_page()
+    page.goto(f"{server.url}/docs")
+    page.wait_for_selector(".opblock", timeout=15_000)
+    paths = page.eval_on_selector_all(".opblock-summary-path", "els => els.map(e => e.textContent)")
+    assert any("/api/chats/{slug}/posts" in p.replace("\u200b", "") for p in paths), paths
+    assert not [m for m in page.errors.console if "Content Security Policy" in m]
+    assert page.errors.exceptions == []
