@@ -227,6 +227,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RawSend)  # outermost of ours: it sees the server's own send
+
     @app.get("/docs", include_in_schema=False)
     async def api_docs(request: Request) -> Any:
         return app.state.templates.TemplateResponse(request, "api_docs.html", {})
