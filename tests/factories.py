@@ -39,12 +39,17 @@ class LiveClient:
 
     @classmethod
     async def open(
-        cls, ws_base: str, slug: str, origin: str | None = None, **params: Any
+        cls,
+        ws_base: str,
+        slug: str,
+        origin: str | None = None,
+        max_queue: int | None = 16,
+        **params: Any,
     ) -> LiveClient:
         query = "&".join(f"{k}={v}" for k, v in params.items() if v is not None)
         url = f"{ws_base}/api/chats/{slug}/live" + (f"?{query}" if query else "")
         origin = origin or ws_base.replace("ws://", "http://")
-        conn = await connect(url, origin=origin, max_size=None)  # type: ignore[arg-type]
+        conn = await connect(url, origin=origin, max_size=None, max_queue=max_queue)  # type: ignore[arg-type]
         return cls(conn)
 
     async def next(self, timeout: float = 10.0) -> dict[str, Any]:

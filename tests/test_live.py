@@ -249,7 +249,9 @@ async def test_slow_client_is_dropped_without_slowing_others(make_server):
     server = make_server(
         HASHROOM_DEMO_ENABLED="true", HASHROOM_DEMO_SPEED="400", HASHROOM_WS_CLIENT_BUFFER="16"
     )
-    fast = await LiveClient.open(server.ws_url, "demo")
+    # The reading client never lets its library's queue stop reading the socket, even while
+    # this test is busy asking /healthz: only the stalled client may fall behind.
+    fast = await LiveClient.open(server.ws_url, "demo", max_queue=None)
     snap = await fast.next()
     # A raw client with a tiny receive window that completes the handshake, then never reads.
     stalled = socket.socket()
