@@ -73,6 +73,7 @@ class Subscriber:
         "close_reason",
         "_task",
         "_write_now",
+        "lagging",
     )
 
     def __init__(
@@ -93,6 +94,7 @@ class Subscriber:
         self.live = False
         self.last_offset = last_offset
         self.closed = False
+        self.lagging = False  # the catch-up buffer overflowed: re-read the event log
         self.close_reason = ""
         self._task: asyncio.Task[None] | None = None
         # Optional synchronous writer (see app/wsdirect.py): True when written at once.
@@ -111,7 +113,18 @@ class Subscriber:
         """Queue or start sending ``frame``. Never awaits; never blocks other clients."""
         if self.closed:
             return
-        if not self.live or self._task is not None:
+        if not self.live:
+            # Catching up: the server, not the client, is behind. Rather than drop the client,
+            # forget the buffer; every frame is in the event log, so the handler re-reads.
+            if self.lagging:
+                return
+            if len(self.backlog) >= self._limit:
+                self.backlog.clear()
+                self.lagging = True
+                return
+            self.backlog.append(frame)
+            return
+        if self._task is not None:
             if len(self.backlog) >= self._limit:
                 self._drop("too far behind")
                 return
@@ -139,16 +152,29 @@ class Subscriber:
         if offset is not None:
             self.last_offset = offset
 
-    async def go_live(self) -> None:
-        """Flush what arrived during replay, then switch to direct delivery."""
-        while self.backlog:
+    def start_buffering(self) -> None:
+        """Begin (again) to keep published frames; call *before* reading the event log."""
+        self.backlog.clear()
+        self.lagging = False
+
+    async def go_live(self) -> bool:
+        """Flush what arrived during replay, then switch to direct delivery.
+
+        False when the buffer overflowed meanwhile (``lagging``): nothing is lost — the
+        caller reads the event log again after :attr:`last_offset` and tries again.
+        """
+        while self.backlog and not self.lagging:
             frame = self.backlog.popleft()
             if frame.offset <= self.last_offset:
                 continue
             self.last_offset = frame.offset
             await self._send(frame.text)
-        # No await between the emptiness check above and this line: nothing can slip in.
+        if self.lagging:
+            self.backlog.clear()
+            return False
+        # No await between the checks above and this line: nothing can slip in.
         self.live = True
+        return True
 
     def _start(self, text: str) -> None:
         coro = self._send(text)

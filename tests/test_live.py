@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 import pytest
@@ -284,3 +285,51 @@ async def test_slow_client_is_dropped_without_slowing_others(make_server):
     closes = [payload for opcode, payload in _ws_frames(body) if opcode == 0x8]
     assert closes and int.from_bytes(closes[0][:2], "big") == 1013
     await fast.close()
+
+
+async def test_a_client_outrun_during_replay_rereads_the_log_without_loss(make_server):
+    """A client whose replay is outrun (more new events arrive than the buffer holds while it
+    is still reading history) is not dropped: it re-reads the log, then follows live, every
+    offset exactly once."""
+    import socket
+
+    from websockets.asyncio.client import connect
+
+    server = make_server(
+        HASHROOM_DEMO_ENABLED="true",
+        HASHROOM_DEMO_SPEED="1500",
+        HASHROOM_WS_CLIENT_BUFFER="8",
+        HASHROOM_WS_REPLAY_LIMIT="100000",
+        HASHROOM_LOG_LEVEL="DEBUG",
+    )
+    # History larger than the kernel's socket buffers (~4 MB on loopback), so the replay
+    # really stalls on the slow reader.
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        for _ in range(400):
+            head = (await http.get("/api/chats/demo/events?limit=1")).json()["head"]
+            if head >= 2500:
+                break
+            await asyncio.sleep(0.05)
+    # A small receive window and a pause before reading: the replay stalls on the socket
+    # while the demo keeps publishing, so the catch-up buffer overflows.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    conn = await connect(
+        f"{server.ws_url}/api/chats/demo/live?after=0",
+        origin=server.url,
+        sock=sock,
+        max_size=None,
+        max_queue=1,
+    )
+    await asyncio.sleep(1.5)
+    offsets = []
+    async with asyncio.timeout(30):
+        while len(offsets) < head + 600:
+            frame = json.loads(await conn.recv())
+            if frame["type"] != "ping":
+                offsets.append(frame["offset"])
+    await conn.close()
+    assert offsets == list(range(1, len(offsets) + 1))
+    log = server.log_path.read_text(errors="replace")
+    assert "re-reads the log" in log, "the replay was never outrun"

@@ -1109,10 +1109,10 @@ class MastodonFollower:
                     max_size=4 * 1024 * 1024,
                 ) as ws:
                     failures = 0
-                    self._report("streaming")
                     # Connected first, so nothing published from now on is missed: fill the gap.
                     async for batch in self._catch_up():
                         yield batch
+                    self._report("streaming")
                     async for batch in self._frames(ws):
                         yield batch
                     reason = f"stream closed ({ws.close_code} {ws.close_reason})".strip()

@@ -80,7 +80,11 @@ async def live(websocket: WebSocket, slug: str) -> None:
     try:
         with state.hub.subscribe(sub):
             await _catch_up(rooms, sub, chat.id, after, client_epoch, settings.ws_replay_limit)  # type: ignore[arg-type]
-            await sub.go_live()
+            while not await sub.go_live():
+                # Events arrived faster than we could replay: read the log again from here.
+                log.debug("client of %s re-reads the log after offset %d", slug, sub.last_offset)
+                sub.start_buffering()
+                await _replay(rooms, sub, chat.id)  # type: ignore[arg-type]
             await _hold(websocket, sub, settings.ws_ping_interval)
             if closing:
                 # Let the close frame follow what the client still has to read; a client
@@ -123,6 +127,11 @@ async def _catch_up(
         await sub.send_now(frame, snap.offset)
         return
     sub.last_offset = after  # type: ignore[assignment]
+    await _replay(rooms, sub, chat_id)
+
+
+async def _replay(rooms: Rooms, sub: Subscriber, chat_id: int) -> None:
+    """Send every logged event after the subscriber's last offset, in order."""
     while True:
         frames = await rooms.read(
             lambda s: events.read_after(s, chat_id, sub.last_offset, REPLAY_PAGE)
