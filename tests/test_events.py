@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 from collections.abc import Iterator
@@ -9,13 +10,15 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, SQLModel, create_engine
 
 from app import events
 from app.db import make_engine, session_scope
 from app.models import Chat, Event
+from tests.server import need_tool
 
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+PG_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 def _new_chat(engine: Engine, slug: str) -> int:
@@ -38,8 +41,12 @@ def pg_engine() -> Iterator[Engine]:
     """A fresh schema in the local PostgreSQL, dropped afterwards."""
     schema = f"hr_events_{secrets.token_hex(4)}"
     admin = create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except OperationalError:
+        admin.dispose()
+        need_tool(False, f"a PostgreSQL server at {PG_URL} (trust auth, database `test`)")
     engine = create_engine(
         PG_URL, connect_args={"options": f"-csearch_path={schema}"}, pool_size=10
     )
