@@ -1,15 +1,17 @@
 """In-process fan-out of event frames to websocket clients.
 
-Design, measured on a 2-core box (see docs/benchmarks.md): one task and queue per client costs
-about a third of the throughput, while a plain loop of ``await ws.send()`` lets one client with
-a full socket buffer stall everyone. So :meth:`Subscriber.deliver` *starts* each send
-synchronously — uvicorn's websocket ``send`` writes to the transport without suspending unless
-that client's transport is paused — and only when a send really has to wait does that one
-client get a task, with later frames kept in its bounded backlog. A client whose backlog
-overflows is disconnected; it resumes from its last offset.
+Design: one task and queue per client costs about a third of the fan-out throughput on a
+2-core box, while a plain loop of ``await ws.send()`` lets one client with a full socket buffer
+stall everyone. So :meth:`Subscriber.deliver` writes each frame synchronously — straight into
+the connection when :mod:`app.wsdirect` can (what ``websockets.broadcast()`` does), else by
+driving the ASGI ``send`` coroutine by hand, which completes without suspending unless that
+client's transport is paused — and only when a send really has to wait does that one client
+get a task, with later frames kept in its bounded backlog. A live client whose backlog
+overflows is disconnected; it resumes from its last offset. (bench/fanout.py measures the
+result against a raw ``websockets.broadcast()`` server; figures in docs/benchmarks.md.)
 
-Frames are encoded once per event (by :mod:`app.events`) and the same ``str`` goes to every
-client.
+Frames are encoded once per event (by :mod:`app.events`): the same ``str``/``bytes`` goes to
+every client.
 """
 
 from __future__ import annotations
