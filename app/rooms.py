@@ -31,7 +31,6 @@ from .hub import Hub
 from .models import (
     Chat,
     ChatPerson,
-    Event,
     ModAction,
     Pin,
     Post,
@@ -544,19 +543,15 @@ class Rooms:
         body: str,
         author: str,
         in_reply_to: int | None = None,
-        *,
-        owner: str = "",
     ) -> dict[str, Any]:
         """Post in a native room as ``author``; the chat's hashtag is appended if missing."""
-        return await self._native(slug, body, author, in_reply_to, owner=owner, pin=False)
+        return await self._native(slug, body, author, in_reply_to, pin=False)
 
     async def ask_question(
         self, slug: str, body: str, author: str, *, actor: str | None = None
     ) -> dict[str, Any]:
         """Post a host question and pin it, in one transaction (logged as ``actor``'s)."""
-        return await self._native(
-            slug, body, author, None, owner="moderator", pin=True, actor=actor
-        )
+        return await self._native(slug, body, author, None, pin=True, actor=actor)
 
     async def _native(
         self,
@@ -565,7 +560,6 @@ class Rooms:
         author: str,
         in_reply_to: int | None,
         *,
-        owner: str,
         pin: bool,
         actor: str | None = None,
     ) -> dict[str, Any]:
@@ -877,14 +871,6 @@ class Rooms:
             return list(dict.fromkeys(rows))
 
         return await self.read(fn)
-
-    async def event_count(self, chat_id: int) -> int:
-        return await self.read(
-            lambda s: (
-                s.execute(select(func.count(Event.id)).where(Event.chat_id == chat_id)).scalar()  # type: ignore[arg-type]
-                or 0
-            )
-        )
 
 
 def chat_json(
