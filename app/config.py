@@ -114,6 +114,12 @@ class Settings(BaseSettings):
     mastodon_poll_interval: float = Field(
         15.0, gt=0, description="Seconds between REST polls while Mastodon streaming is down."
     )
+    mastodon_context_interval: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds between fetches of recent Mastodon questions' threads, for "
+        "replies that leave out the hashtag.",
+    )
     bluesky_jetstream_url: str = Field(
         "wss://jetstream2.us-east.bsky.network/subscribe",
         description="Default Jetstream subscribe endpoint for Bluesky sources.",

@@ -769,3 +769,114 @@ async def test_malformed_stream_frames_are_skipped(
         await run.until(lambda: run.uris == [post["uri"]], "the post after junk")
         assert peer.stream_count == 1
         assert "reconnecting" not in run.ctx.states
+
+
+# --- thread context ----------------------------------------------------------------------
+
+
+def context_requests(peer: MastodonPeer) -> list[str]:
+    """Paths of the thread-context requests the peer received, in order."""
+    return [r.path for r in peer.requests_to("/api/v1/statuses/") if r.path.endswith("/context")]
+
+
+async def test_status_context_lists_the_visible_thread_in_order(
+    peer: MastodonPeer, client: httpx.AsyncClient
+) -> None:
+    """status_context gives ancestors oldest first, descendants depth first, hides private
+    replies, and an unknown status has an empty context."""
+    question = peer.publish("host", "Q1: favourite editor?", tags=[TAG])
+    first = peer.publish("bob", "A1 vim", in_reply_to=question["id"])
+    nested = peer.publish("carol", "A1 same", in_reply_to=first["id"])
+    second = peer.publish("dan", "A1 emacs", in_reply_to=question["id"], visibility="unlisted")
+    peer.publish("eve", "A1 secret", in_reply_to=question["id"], visibility="private")
+    api = MastodonApi(client, peer.url)
+
+    whole = await api.status_context(question["id"])
+    assert whole["ancestors"] == []
+    assert [s["id"] for s in whole["descendants"]] == [first["id"], nested["id"], second["id"]]
+    middle = await api.status_context(first["id"])
+    assert [s["id"] for s in middle["ancestors"]] == [question["id"]]
+    assert [s["id"] for s in middle["descendants"]] == [nested["id"]]
+    assert await api.status_context("999") == {"ancestors": [], "descendants": []}
+    assert context_requests(peer)[-1] == "/api/v1/statuses/999/context"
+    assert peer.requests[-1].status == 404
+
+
+async def test_untagged_reply_to_a_question_arrives_once_through_thread_context(
+    peer: MastodonPeer, client: httpx.AsyncClient
+) -> None:
+    """While streaming, a reply to a question without the hashtag is yielded from the
+    question's thread, flagged, once, without touching the cursor; tagged replies still
+    come from the stream and are not repeated."""
+    token = peer.create_user_token("watcher")
+    question = peer.publish("host", "Q1: what brings you here?", tags=[TAG])
+    follower = follower_for(peer, client, token, context_interval=0.2)
+    async with running(follower) as run:
+        await run.until(
+            lambda: peer.stream_count == 1 and run.uris == [question["uri"]], "the stream"
+        )
+        cursor = run.cursor
+        reply = peer.publish("bob", "A1 curiosity", in_reply_to=question["id"])
+        nested = peer.publish("carol", "A1 me too", in_reply_to=reply["id"])
+        tagged = peer.publish("dan", "A1 tagged", tags=[TAG], in_reply_to=question["id"])
+        await run.until(
+            lambda: {reply["uri"], nested["uri"], tagged["uri"]} <= set(run.uris), "the replies"
+        )
+        fetched = len(context_requests(peer))
+        await run.until(lambda: len(context_requests(peer)) >= fetched + 3, "later cycles")
+
+        assert sorted(run.uris) == sorted(
+            [question["uri"], reply["uri"], nested["uri"], tagged["uri"]]
+        )
+        by_uri = {post.remote_id: post for post in run.posts}
+        assert by_uri[reply["uri"]].extra["thread_context"] is True
+        assert by_uri[reply["uri"]].extra["in_reply_to_local_id"] == question["id"]
+        assert by_uri[nested["uri"]].extra["thread_context"] is True
+        assert "thread_context" not in by_uri[tagged["uri"]].extra
+        for batch in run.batches:
+            if any(
+                isinstance(c, Upsert) and c.post.extra.get("thread_context") for c in batch.changes
+            ):
+                assert batch.cursor is None
+        assert json.loads(run.cursor or "{}") == {"min_id": tagged["id"]}
+        assert cursor is not None and json.loads(cursor) == {"min_id": question["id"]}
+        assert set(context_requests(peer)) == {f"/api/v1/statuses/{question['id']}/context"}
+
+
+async def test_thread_context_is_fetched_for_questions_only(
+    peer: MastodonPeer, client: httpx.AsyncClient
+) -> None:
+    """While polling, a non-question's untagged reply is never fetched (no context request);
+    a question posted later in the same run has its untagged reply fetched."""
+    chatter = peer.publish("bob", "just saying hi", tags=[TAG])
+    peer.publish("carol", "hi back", in_reply_to=chatter["id"])
+    follower = follower_for(peer, client, context_interval=0.1)
+    async with running(follower) as run:
+        await run.until(lambda: run.uris == [chatter["uri"]], "the backfill")
+        await asyncio.sleep(0.5)  # several context cycles
+        assert context_requests(peer) == []
+        assert run.uris == [chatter["uri"]]
+
+        question = peer.publish("host", "Q2: and now?", tags=[TAG])
+        answer = peer.publish("carol", "A2 now", in_reply_to=question["id"])
+        await run.until(lambda: answer["uri"] in run.uris, "the answer")
+        assert set(context_requests(peer)) == {f"/api/v1/statuses/{question['id']}/context"}
+        assert "polling" in run.ctx.states and "streaming" not in run.ctx.states
+
+
+async def test_thread_context_failures_are_skipped(
+    peer: MastodonPeer, client: httpx.AsyncClient
+) -> None:
+    """Failing context requests are logged and retried next cycle; following goes on."""
+    question = peer.publish("host", "Q1: ready?", tags=[TAG])
+    reply = peer.publish("bob", "A1 yes", in_reply_to=question["id"])
+    path = f"/api/v1/statuses/{question['id']}/context"
+    peer.faults.server_error(2, status=503, path=path)
+    peer.faults.malformed_json(1, path=path)
+    follower = follower_for(peer, client, context_interval=0.1, max_retries=0)
+    async with running(follower) as run:
+        await run.until(lambda: reply["uri"] in run.uris, "the reply after failures")
+        assert [r.status for r in peer.requests_to(path)][:4] == [503, 503, 200, 200]
+        later = peer.publish("bob", "A1 tagged", tags=[TAG])
+        await run.until(lambda: later["uri"] in run.uris, "a post after the failures")
+        assert run.uris.count(reply["uri"]) == 1

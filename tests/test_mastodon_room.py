@@ -204,6 +204,32 @@ async def test_a_status_seen_on_two_instances_is_stored_once(make_server):
         assert posts[reply["uri"]]["in_reply_to"]["handle"] == "@bob@a.example"
 
 
+async def test_untagged_reply_to_a_question_joins_the_room_and_transcript(make_server):
+    """A reply to the host's question that leaves out the hashtag is fetched from the
+    question's thread: it shows in the room threaded under the question and is listed in the
+    transcript among that question's answers."""
+    server = make_server(**ENV, HASHROOM_MASTODON_CONTEXT_INTERVAL="0.3")
+    async with MastodonPeer(domain="a.example") as peer:
+        slug = await follow(server, peer)
+        await streaming(peer)
+        question = peer.publish("host", "Q1: what are you reading?", tags=[TAG])
+        await eventually(lambda: _has(server, slug, [question["uri"]]), "the question")
+        reply = peer.publish("bob", "A1 a long novel", in_reply_to=question["id"])
+        assert reply["tags"] == []  # only the question's thread can deliver it
+        await eventually(lambda: _has(server, slug, [reply["uri"]]), "the untagged reply")
+
+        posts = await posts_by_uri(server.url, slug)
+        assert posts[reply["uri"]]["in_reply_to"]["id"] == posts[question["uri"]]["id"]
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            r = await http.get(f"/c/{slug}/transcript.json")
+        assert r.status_code == 200, r.text
+        groups = {g["number"]: g for g in r.json()["questions"]}
+        assert groups[1]["question"]["id"] == posts[question["uri"]]["id"]
+        assert [a["id"] for a in groups[1]["answers"]] == [posts[reply["uri"]]["id"]]
+        assert "a long novel" in groups[1]["answers"][0]["text"]
+        assert peer.requests_to(f"/api/v1/statuses/{question['id']}/context")
+
+
 async def test_remote_status_is_mapped_fully_and_hostile_html_is_sanitized(make_server):
     """CW, sensitive media with alt text, language and permalink survive; script, event
     handlers and javascript: links do not — in the JSON and in the rendered HTML."""

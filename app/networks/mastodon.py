@@ -56,6 +56,7 @@ from app.networks.base import (
     RemoteRejected,
     Upsert,
 )
+from app.qa import question_number
 from app.text import html_to_text, mastodon_length
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,12 @@ SAFE_PAGE = 20
 DEFAULT_SCOPES = "read:statuses read:accounts read:search write:statuses"
 OOB_REDIRECT = "urn:ietf:wg:oauth:2.0:oob"
 STREAMING_PATH = "/api/v1/streaming"
+# Thread context: replies to a question often drop the hashtag, so the tag timeline never
+# shows them; the questions' threads are fetched instead. A chat asks one question every few
+# minutes, so the last 20 cover any session; 3 requests a cycle (one a minute by default) use
+# about 5% of Mastodon's 300-requests-per-5-minutes budget.
+CONTEXT_QUESTIONS = 20
+CONTEXT_REQUESTS_PER_CYCLE = 3
 
 T = TypeVar("T")
 
@@ -584,6 +591,25 @@ class MastodonApi:
         status = self._object(await self._request("GET", path))
         return parse_status(status, await self._accounts_domain())
 
+    async def status_context(self, local_id: str) -> dict[str, list[dict[str, Any]]]:
+        """``GET /api/v1/statuses/:id/context`` — ``{"ancestors": [...], "descendants": [...]}``
+        as raw Status dicts in the server's order (ancestors oldest first, descendants in
+        thread order). Only statuses visible to the token (or the public) are listed. A
+        status that is gone or invisible (404) has an empty context; non-object entries are
+        dropped."""
+        path = "/api/v1/statuses/" + quote(local_id, safe="") + "/context"
+        try:
+            response = await self._request("GET", path)
+        except NetworkError as exc:
+            if exc.status == 404 and not isinstance(exc, AuthError):
+                return {"ancestors": [], "descendants": []}
+            raise
+        body = self._object(response)
+        return {
+            key: [item for item in _list(body.get(key)) if isinstance(item, dict)]
+            for key in ("ancestors", "descendants")
+        }
+
     async def resolve_status(self, uri: str) -> str | None:
         """This instance's local id for the status with ActivityPub ``uri`` (or url), fetching
         it from its origin if needed (``/api/v2/search?resolve=true``; needs a user token).
@@ -842,6 +868,14 @@ class MastodonFollower:
       refused: reports "polling" and pages forward every ``poll_interval`` seconds, retrying
       the stream every ``stream_retry`` seconds when a token exists. Polling sees new posts
       only, not edits or deletes.
+    - Thread context, while streaming or polling: questions it delivered (a status whose text
+      opens with a question marker, "Q1:") are remembered — the latest
+      :data:`CONTEXT_QUESTIONS`, each for ``context_window`` seconds after first seen. Every
+      ``context_interval`` seconds up to :data:`CONTEXT_REQUESTS_PER_CYCLE` of them have
+      their thread fetched, and replies not yet delivered in this run are yielded with
+      ``extra["thread_context"] = True`` in a batch whose cursor is None (replies are not in
+      the tag timeline, so they never move it). A cycle is skipped while the rate limit is
+      spent; its failures are logged and never end the run.
 
     REST batches carry the new cursor; stream batches carry one only when a new post moved
     it. Rate limits are respected (``X-RateLimit-Remaining: 0`` and 429 wait until reset).
@@ -865,7 +899,11 @@ class MastodonFollower:
         ping_interval: float = 30.0,
         open_timeout: float = 10.0,
         max_rate_wait: float = 900.0,
+        context_interval: float = 60.0,
+        context_window: float = 2 * 3600.0,
     ):
+        if context_interval <= 0:
+            raise ValueError("context_interval must be positive")
         self.api = api
         self._configured_api = api  # a run may drop a refused token; the next run retries it
         self.tag = tag.strip().lstrip("#")
@@ -884,6 +922,12 @@ class MastodonFollower:
         self._mode = "starting"
         self._ctx: FollowContext | None = None
         self._stream_problem: str | None = None  # why we are polling, shown with the state
+        self.context_interval = context_interval
+        self.context_window = context_window
+        # Questions whose threads to watch: local id → monotonic time first seen. Ordered by
+        # when each was last fetched, so the requests of a cycle go round-robin.
+        self._questions: OrderedDict[str, float] = OrderedDict()
+        self._context_due = 0.0
 
     # -- cursor --
 
@@ -921,6 +965,8 @@ class MastodonFollower:
         self.api = self._configured_api
         self._min_id = self._load_cursor(cursor)
         self._seen.clear()
+        self._questions.clear()
+        self._context_due = time.monotonic() + self.context_interval
         await self._rest(lambda api: api.instance_info())
 
         if self._min_id is None:
@@ -994,6 +1040,7 @@ class MastodonFollower:
         for data in statuses:
             post = self._parse(data)
             if post is not None and self._fresh(post):
+                self._remember_question(post)
                 changes.append(Upsert(post))
         return changes
 
@@ -1069,16 +1116,24 @@ class MastodonFollower:
     async def _poll(self, retry_stream_at: float | None) -> AsyncIterator[Batch]:
         """Page forward every ``poll_interval`` until ``retry_stream_at`` (never if None)."""
         self._report("polling", self._stream_problem)
+        poll_at = time.monotonic()
         while True:
-            async for batch in self._catch_up():
-                yield batch
-            if (
-                retry_stream_at is not None
-                and self.api.token
-                and time.monotonic() >= retry_stream_at
-            ):
-                return
-            await asyncio.sleep(self.poll_interval)
+            if time.monotonic() >= poll_at:
+                async for batch in self._catch_up():
+                    yield batch
+                poll_at = time.monotonic() + self.poll_interval
+                if (
+                    retry_stream_at is not None
+                    and self.api.token
+                    and time.monotonic() >= retry_stream_at
+                ):
+                    return
+            if time.monotonic() >= self._context_due:
+                batch = await self._context_batch()
+                if batch is not None:
+                    yield batch
+            wake = min(poll_at, self._context_due)
+            await asyncio.sleep(max(0.0, wake - time.monotonic()))
 
     # -- streaming --
 
@@ -1143,14 +1198,72 @@ class MastodonFollower:
             await asyncio.sleep(delay)
 
     async def _frames(self, ws: ClientConnection) -> AsyncIterator[Batch]:
-        """Batches from stream frames until the connection closes (cleanly or not)."""
-        try:
-            async for message in ws:
-                batch = self._frame(message)
-                if batch is not None:
-                    yield batch
-        except WebSocketException:
-            return  # closed with an error code: the caller reconnects
+        """Batches from stream frames, and thread context when due, until the connection
+        closes (cleanly or not)."""
+        while True:
+            if time.monotonic() >= self._context_due:
+                context = await self._context_batch()
+                if context is not None:
+                    yield context
+            try:
+                # Cancelling recv() loses no message, so waking for thread context is safe.
+                async with asyncio.timeout(max(0.0, self._context_due - time.monotonic())):
+                    message = await ws.recv()
+            except TimeoutError:
+                continue
+            except WebSocketException:
+                return  # closed, cleanly or with an error code: the caller reconnects
+            batch = self._frame(message)
+            if batch is not None:
+                yield batch
+
+    # -- thread context --
+
+    def _remember_question(self, post: RemotePost) -> None:
+        """Watch ``post``'s thread when it is a question (see the class docstring)."""
+        if post.local_id is None or post.local_id in self._questions:
+            return
+        if question_number(html_to_text(post.html)) is None:
+            return
+        self._questions[post.local_id] = time.monotonic()
+        while len(self._questions) > CONTEXT_QUESTIONS:
+            oldest = min(self._questions, key=self._questions.__getitem__)
+            del self._questions[oldest]
+
+    async def _context_batch(self) -> Batch | None:
+        """One thread-context cycle: undelivered replies to watched questions, or None.
+
+        Never raises NetworkError or malformed-data errors: they are logged and the cycle
+        ends early; the next one comes ``context_interval`` seconds later.
+        """
+        now = time.monotonic()
+        self._context_due = now + self.context_interval
+        for local_id, first_seen in list(self._questions.items()):
+            if now - first_seen > self.context_window:
+                del self._questions[local_id]
+        changes: list[Change] = []
+        for local_id in list(self._questions)[:CONTEXT_REQUESTS_PER_CYCLE]:
+            if self.api.throttle_delay() > 0:
+                log.info("mastodon %s: rate limit spent, thread context waits", self.api.host)
+                break
+            self._questions.move_to_end(local_id)
+            try:
+                context = await self.api.status_context(local_id)
+            except NetworkError as exc:
+                log.warning(
+                    "mastodon %s #%s: thread of %s not fetched: %s",
+                    self.api.host,
+                    self.tag,
+                    local_id,
+                    exc,
+                )
+                break
+            for data in context["descendants"]:
+                post = self._parse(data)
+                if post is not None and self._fresh(post):
+                    post.extra["thread_context"] = True
+                    changes.append(Upsert(post))
+        return Batch(changes=changes) if changes else None
 
     def _frame(self, message: str | bytes) -> Batch | None:
         """One stream frame → a batch, or None for frames to ignore. Never raises."""
@@ -1172,6 +1285,7 @@ class MastodonFollower:
             post = self._parse(status)
             if post is None or not self._fresh(post):
                 return None
+            self._remember_question(post)
             cursor = None
             if event == "update" and post.reposted_by is None and post.local_id is not None:
                 self._min_id = post.local_id

@@ -339,6 +339,7 @@ def install(app: FastAPI, settings: Settings) -> None:
             chat.hashtag,
             backfill=settings.mastodon_backfill,
             poll_interval=settings.mastodon_poll_interval,
+            context_interval=settings.mastodon_context_interval,
             backoff_base=settings.backoff_base,
             backoff_cap=settings.backoff_cap,
         )

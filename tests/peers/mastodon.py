@@ -18,8 +18,10 @@ What it speaks (as docs.joinmastodon.org describes it):
   id for ``delete``; needs a user token (header, ``access_token`` parameter or
   ``Sec-WebSocket-Protocol``) like 4.2+; ``GET /api/v1/streaming/health``;
 - ``POST /api/v1/statuses`` (form or JSON, ``Idempotency-Key``, 422 over the limit),
-  ``GET /api/v1/statuses/:id``, ``GET /api/v2/search`` (``resolve=true`` fetches a status
-  from another running peer by uri), ``GET /api/v1/accounts/verify_credentials``;
+  ``GET /api/v1/statuses/:id``, ``GET /api/v1/statuses/:id/context`` (ancestors oldest
+  first, descendants in thread order, public and unlisted ones only), ``GET /api/v2/search``
+  (``resolve=true`` fetches a status from another running peer by uri),
+  ``GET /api/v1/accounts/verify_credentials``;
 - ``POST /api/v1/apps``, ``GET``/``POST /oauth/authorize`` (a page with one "Authorize"
   button), ``POST /oauth/token`` (authorization_code with PKCE S256, client_credentials),
   ``POST /oauth/revoke``;
@@ -895,6 +897,7 @@ class MastodonPeer:
                 WebSocketRoute("/api/v1/streaming", self._streaming),
                 Route("/api/v1/statuses", self._post_status, methods=["POST"]),
                 Route("/api/v1/statuses/{id}", self._get_status),
+                Route("/api/v1/statuses/{id}/context", self._status_context),
                 Route("/api/v2/search", self._search),
                 Route("/api/v1/accounts/verify_credentials", self._verify_credentials),
                 Route("/api/v1/apps", self._register_app, methods=["POST"]),
@@ -1188,6 +1191,37 @@ class MastodonPeer:
             return _error(404, NOT_FOUND)
         return JSONResponse(status)
 
+    async def _status_context(self, request: Request) -> Response:
+        if refused := self._check_token(request):
+            return refused
+        status = self._statuses.get(request.path_params["id"])
+        if status is None or status["reblog"] or not _visible(status):
+            return _error(404, NOT_FOUND)
+        ancestors: list[dict[str, Any]] = []
+        parent = self._statuses.get(status["in_reply_to_id"] or "")
+        while parent is not None and parent not in ancestors:
+            ancestors.insert(0, parent)
+            parent = self._statuses.get(parent["in_reply_to_id"] or "")
+        children: dict[str, list[dict[str, Any]]] = {}
+        for other in sorted(self._statuses.values(), key=lambda s: int(s["id"])):
+            if other["in_reply_to_id"] and not other["reblog"]:
+                children.setdefault(other["in_reply_to_id"], []).append(other)
+        descendants: list[dict[str, Any]] = []
+
+        def walk(node_id: str) -> None:
+            # Depth first, each level oldest first: the order Mastodon lists a thread in.
+            for child in children.get(node_id, []):
+                descendants.append(child)
+                walk(child["id"])
+
+        walk(status["id"])
+        return JSONResponse(
+            {
+                "ancestors": [s for s in ancestors if _visible(s)],
+                "descendants": [s for s in descendants if _visible(s)],
+            }
+        )
+
     async def _search(self, request: Request) -> Response:
         params = request.query_params
         token, error = self._token(request)
@@ -1408,6 +1442,11 @@ class MastodonPeer:
         if token is not None:
             self.revoke_token(token.value)
         return JSONResponse({})
+
+
+def _visible(status: dict[str, Any]) -> bool:
+    """Whether anyone may read ``status`` (private and direct ones need a follower)."""
+    return status["visibility"] in ("public", "unlisted")
 
 
 def _scope_within(scope: str, granted: set[str]) -> bool:
