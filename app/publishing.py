@@ -19,7 +19,6 @@ from fastapi import HTTPException
 from sqlalchemy import select
 from sqlmodel import Session
 
-from . import text
 from .models import Account, Chat, Post, Source
 from .networks.base import AuthError, LengthRule, NetworkError, RemotePost, RemoteRejected, Upsert
 from .present import post_json
@@ -323,8 +322,3 @@ class Accounts:
             return post_json(stored[0]), frames
 
         return await self.rooms.write(fn)
-
-
-def chat_hashtag_text(body: str, hashtag: str) -> str:
-    """The common compose rule: append the hashtag unless present as a whole tag."""
-    return text.append_hashtag(body, hashtag)

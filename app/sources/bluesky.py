@@ -62,9 +62,10 @@ from ..networks.base import (
     RemoteRejected,
     Upsert,
 )
-from ..publishing import Connected, Published, Target, chat_hashtag_text
+from ..publishing import Connected, Published, Target
 from ..rooms import Rooms, SourceSpec
 from ..security import Vault
+from ..text import append_hashtag
 from .addresses import check_address
 
 log = logging.getLogger(__name__)
@@ -366,7 +367,7 @@ class BlueskyPublisher:
     def compose(self, body: str, hashtag: str, target: Target | None) -> str:
         """The body with the hashtag appended. A reply is threaded by reference, so it needs
         no leading mention."""
-        return chat_hashtag_text(body, hashtag)
+        return append_hashtag(body, hashtag)
 
     def _client(self, account: Account, secret: dict[str, Any]) -> bluesky.AccountClient:
         try:

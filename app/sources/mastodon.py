@@ -54,9 +54,10 @@ from ..networks.mastodon import (
     length_rule,
     reply_text,
 )
-from ..publishing import Connected, Published, Target, chat_hashtag_text
+from ..publishing import Connected, Published, Target
 from ..rooms import Rooms, SourceSpec
 from ..security import Vault
+from ..text import append_hashtag
 from .addresses import check_address
 
 log = logging.getLogger(__name__)
@@ -250,7 +251,7 @@ class MastodonPublisher:
 
     def compose(self, body: str, hashtag: str, target: Target | None) -> str:
         """The body with the hashtag appended and, for a reply, "@author" in front."""
-        text = chat_hashtag_text(body, hashtag)
+        text = append_hashtag(body, hashtag)
         return reply_text(text, target.author_handle) if target is not None else text
 
     async def publish(
