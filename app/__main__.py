@@ -24,7 +24,9 @@ def main() -> None:
         # Compression costs one deflate per frame per reader (over half the server's CPU in
         # bench/fanout.py); frames are small JSON and fan-out is the hot path, so it is off.
         ws_per_message_deflate=False,
-        proxy_headers=True,
+        # X-Forwarded-For is believed only from HASHROOM_TRUSTED_PROXIES, by the app itself
+        # (app/limits.py); uvicorn's own default would trust any local peer's header.
+        proxy_headers=False,
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET = "dev-only-insecure-secret-change-me"
@@ -135,6 +135,54 @@ class Settings(BaseSettings):
         100, ge=0, description="Recent Bluesky posts fetched by search when a chat starts."
     )
     http_timeout: float = Field(15.0, gt=0, description="Timeout (s) for outgoing HTTP calls.")
+
+    # --- Quotas and limits (docs/security.md) ---
+    max_body_bytes: int = Field(
+        256 * 1024,
+        ge=0,
+        description="Largest request body accepted, in bytes; bigger ones get 413 (0: no cap).",
+    )
+    rate_chats_per_hour: int = Field(
+        10, ge=0, description="Chats one client address may create per hour (0: no limit)."
+    )
+    rate_posts_per_minute: int = Field(
+        30,
+        ge=0,
+        description="Posts one client address may make per minute, all rooms together "
+        "(0: no limit). People behind one NAT share it.",
+    )
+    rate_accounts_per_hour: int = Field(
+        20,
+        ge=0,
+        description="Network account connections one client address may make per hour "
+        "(0: no limit).",
+    )
+    rate_sign_ins_per_hour: int = Field(
+        20,
+        ge=0,
+        description="Mastodon sign-ins (OAuth starts) one client address may begin per hour "
+        "(0: no limit).",
+    )
+    ws_per_client: int = Field(
+        50,
+        ge=0,
+        description="Open live websockets allowed per client address, per process (0: no cap).",
+    )
+    max_sources_per_chat: int = Field(
+        10, ge=1, le=50, description="Most network sources one chat may follow."
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Reverse proxies (IP addresses or networks, JSON list) whose "
+        "X-Forwarded-For / X-Forwarded-Proto are believed; nobody else's are.",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses(cls, value: list[str]) -> list[str]:
+        from .limits import check_proxies
+
+        return check_proxies(value)
 
     @model_validator(mode="after")
     def _refuse_dev_secret_in_production(self) -> Settings:

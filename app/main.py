@@ -20,6 +20,7 @@ from .config import Settings, get_settings
 from .db import make_engine
 from .hub import Hub
 from .ingest import FollowerFactory, IngestManager
+from .limits import BodyLimit, ConnectionSlots, MemoryRateLimiter
 from .models import Chat, Source
 from .moderation import Moderation
 from .present import Presenter
@@ -196,6 +197,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.publish_via_account = accounts.publish_via_account
     app.state.validate_schedule = _validate_schedule
     app.state.startup_hooks = []
+    app.state.rate_limiter = MemoryRateLimiter()
+    app.state.ws_slots = ConnectionSlots()
 
     install_all(app, settings)
 
@@ -225,8 +228,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         https_only=settings.env == "production",
         max_age=60 * 60 * 24 * 365,
     )
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)
-    app.add_middleware(RawSend)  # outermost of ours: it sees the server's own send
+    app.add_middleware(RawSend)  # outermost of ours that wraps send: it sees the server's own
+    if settings.trusted_proxies:
+        # Rewrites scope["client"] (and scheme) from X-Forwarded-* for these peers only;
+        # it passes send through untouched, so RawSend still sees the server's own.
+        from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
 
     @app.get("/docs", include_in_schema=False)
     async def api_docs(request: Request) -> Any:

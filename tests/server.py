@@ -18,6 +18,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
+TEST_QUOTAS = {
+    "HASHROOM_RATE_CHATS_PER_HOUR": "100000",
+    "HASHROOM_RATE_POSTS_PER_MINUTE": "100000",
+    "HASHROOM_RATE_ACCOUNTS_PER_HOUR": "100000",
+    "HASHROOM_RATE_SIGN_INS_PER_HOUR": "100000",
+    "HASHROOM_WS_PER_CLIENT": "100000",
+}
+
 
 def need_tool(available: bool, install_hint: str) -> None:
     """Skip when an outside tool is missing — except on CI, where that is a failure."""
@@ -60,6 +68,9 @@ class ServerProcess:
             "HOST": "127.0.0.1",
             "HASHROOM_LOG_LEVEL": "INFO",
             "HASHROOM_DEMO_ENABLED": "false",
+            # Tests build many chats and posts from one loopback address; the quota tests
+            # set their own limits (tests/test_quotas.py).
+            **TEST_QUOTAS,
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None

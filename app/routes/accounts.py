@@ -5,10 +5,11 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
 from ..deps import CsrfDep
+from ..limits import ACCOUNTS, limit
 from ..models import Account
 from ..publishing import Accounts, key_hash
 
@@ -73,7 +74,7 @@ def remember(request: Request, account: Account) -> None:
     description="Verifies the credentials with the network, stores them encrypted, and "
     "returns the account `id` and its `key` (shown only here; send it as a Bearer token "
     "when posting with `account_id`).",
-    dependencies=[CsrfDep],
+    dependencies=[CsrfDep, Depends(limit(ACCOUNTS))],
 )
 async def connect_account(body: AccountIn, request: Request) -> dict[str, Any]:
     fields = body.model_dump()

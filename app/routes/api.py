@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field, field_validator
 
 from .. import text
 from ..deps import CsrfDep, IngestDep, RoomsDep, SettingsDep
+from ..limits import CHATS, POSTS, limit
 from ..rooms import Invalid, NotFound, SourceSpec, chat_json
 from .moderation import ActorDep
 
@@ -30,7 +31,8 @@ class ChatIn(BaseModel):
     title: str = Field(min_length=1, max_length=200)
     description: str = Field("", max_length=2000)
     network: str = Field("native", max_length=20)
-    sources: list[SourceIn] | None = Field(None, max_length=10)
+    # The schema's bound; HASHROOM_MAX_SOURCES_PER_CHAT (at most this) is checked on create.
+    sources: list[SourceIn] | None = Field(None, max_length=50)
     schedule: dict[str, Any] | None = None
 
     @field_validator("hashtag")
@@ -84,6 +86,12 @@ async def create_chat_from(
     specs: list[SourceSpec] = []
     network = body.network
     builders = request.app.state.source_builders
+    if body.sources and len(body.sources) > settings.max_sources_per_chat:
+        raise HTTPException(
+            422,
+            f"sources: {len(body.sources)} given; a chat may follow at most "
+            f"{settings.max_sources_per_chat}",
+        )
     if body.sources:
         for src in body.sources:
             builder = builders.get(src.network)
@@ -140,7 +148,7 @@ async def list_chats(rooms: RoomsDep) -> list[dict[str, Any]]:
     status_code=201,
     summary="Create a chat",
     description="Returns the chat's `slug` and its `moderator_key` — the key is shown only here.",
-    dependencies=[CsrfDep],
+    dependencies=[CsrfDep, Depends(limit(CHATS))],
 )
 async def create_chat(
     body: ChatIn, request: Request, rooms: RoomsDep, ingest: IngestDep, settings: SettingsDep
@@ -209,7 +217,7 @@ async def list_events(
     status_code=201,
     summary="Post in a room",
     description="The chat's hashtag is appended unless the text already has it as a whole tag.",
-    dependencies=[CsrfDep],
+    dependencies=[CsrfDep, Depends(limit(POSTS))],
 )
 async def create_post(
     slug: str, body: PostIn, request: Request, rooms: RoomsDep, settings: SettingsDep

@@ -26,6 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from ..limits import SIGN_INS, enforce
 from ..models import Account, OAuthApp
 from ..networks.base import AuthError, NetworkError
 from ..networks.mastodon import DEFAULT_SCOPES, AppCredentials, MastodonApi, new_pkce
@@ -170,6 +171,12 @@ async def start(
 ) -> Response:
     """Send the browser to the user's instance to approve Hashroom."""
     back = safe_next(next)
+    try:
+        await enforce(request, SIGN_INS)  # each start may register an app on an instance
+    except HTTPException as exc:
+        page = _problem(request, exc.status_code, str(exc.detail), back)
+        page.headers.update(exc.headers or {})
+        return page
     try:
         base = normalize_instance(
             instance, allow_local=request.app.state.settings.env != "production"

@@ -12,10 +12,12 @@ import asyncio
 import logging
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
 
 from .. import events
 from ..events import encode
 from ..hub import Subscriber
+from ..limits import ConnectionSlots, client_address
 from ..models import Chat
 from ..rooms import NotFound, Rooms, chat_json
 from ..security import origin_allowed
@@ -26,6 +28,8 @@ router = APIRouter()
 
 REPLAY_PAGE = 500
 CLOSE_TOO_SLOW = 1013  # "try again later": the client resumes from its offset
+CLOSE_TRY_LATER = 1013
+DENY_RETRY = 30  # seconds a refused client is told to wait; the page retries with backoff
 CLOSE_POLICY = 1008
 
 _closers: set[asyncio.Task[None]] = set()  # strong refs to in-flight close calls
@@ -51,7 +55,40 @@ async def live(websocket: WebSocket, slug: str) -> None:
     except NotFound:
         await websocket.close(code=4404, reason="no such chat")
         return
+    address = client_address(websocket)
+    slots: ConnectionSlots = state.ws_slots
+    if not slots.acquire(address, settings.ws_per_client):
+        log.info("refused websocket from %s: %d already open", address, slots.held(address))
+        await _deny(
+            websocket,
+            f"too many live connections from your address: at most {settings.ws_per_client}; "
+            "close other tabs and try again",
+        )
+        return
+    try:
+        await _serve(websocket, chat, after, client_epoch)
+    finally:
+        slots.release(address)
 
+
+async def _deny(websocket: WebSocket, message: str) -> None:
+    """Refuse the handshake with 429 and a reason (a bare close where the server cannot)."""
+    try:
+        await websocket.send_denial_response(
+            JSONResponse({"detail": message}, 429, headers={"Retry-After": str(DENY_RETRY)})
+        )
+    except RuntimeError:
+        await websocket.close(code=CLOSE_TRY_LATER, reason="too many connections")
+
+
+async def _serve(
+    websocket: WebSocket, chat: Chat, after: int | None, client_epoch: str | None
+) -> None:
+    """Replay, then live, until the client leaves or is dropped."""
+    state = websocket.app.state
+    settings = state.settings
+    rooms: Rooms = state.rooms
+    slug = chat.slug
     await websocket.accept()
     raw_send = websocket.scope.get("hashroom.raw_send") or websocket.send
 

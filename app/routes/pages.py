@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import ValidationError
 
 from ..deps import IngestDep, RoomsDep, SettingsDep, moderator_slugs
+from ..limits import CHATS, enforce
 from ..rooms import NotFound
 from ..security import csrf_ok, csrf_token, key_matches
 from .api import ChatIn, create_chat_from
@@ -83,7 +84,9 @@ async def create_chat_form(
         raise HTTPException(403, "stale form: reload the page and submit again")
     error = None
     created = None
+    status, headers = 422, {}
     try:
+        await enforce(request, CHATS)
         body = ChatIn(
             hashtag=str(form.get("hashtag", "")),
             title=str(form.get("title", "")),
@@ -101,8 +104,11 @@ async def create_chat_form(
         error = str(exc)
     except HTTPException as exc:
         error = str(exc.detail)
+        if exc.status_code == 429:  # over the quota: say when to come back, like the API
+            status, headers = 429, dict(exc.headers or {})
+    status = 201 if created else status
     if wants_json:
-        return JSONResponse(created if created else {"detail": error}, 201 if created else 422)
+        return JSONResponse(created if created else {"detail": error}, status, headers)
     chats = await rooms.list_chats()
     return _templates(request).TemplateResponse(
         request,
@@ -114,7 +120,8 @@ async def create_chat_form(
             "error": error,
             "form": {k: form.get(k, "") for k in FORM_FIELDS},
         },
-        status_code=201 if created else 422,
+        status_code=status,
+        headers=headers,
     )
 
 
