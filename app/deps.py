@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Request
 from starlette.requests import HTTPConnection
 
 from .config import Settings
@@ -14,6 +14,11 @@ from .rooms import NotFound, Rooms
 from .security import csrf_ok, key_matches
 
 CSRF_HEADER = "x-csrf-token"
+
+# Ids are 64-bit integer columns: anything larger names nothing, and some drivers fail on
+# it instead of finding no row, so the API refuses it with a 422 before any lookup.
+INT64_MAX = 2**63 - 1
+RowId = Annotated[int, Path(ge=1, le=INT64_MAX, description="A row id (a positive integer).")]
 
 
 def get_rooms(conn: HTTPConnection) -> Rooms:

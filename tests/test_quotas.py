@@ -6,7 +6,6 @@ import asyncio
 
 import httpx
 import pytest
-from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from tests.factories import LiveClient, create_chat

@@ -8,12 +8,13 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
-from ..deps import CsrfDep
+from ..deps import CsrfDep, RowId
 from ..limits import ACCOUNTS, limit
 from ..models import Account
 from ..publishing import Accounts, key_hash
+from .errors import errors
 
-router = APIRouter(prefix="/api", tags=["accounts"])
+router = APIRouter(prefix="/api", tags=["accounts"], responses=errors(400, 403, 404, 413, 422, 503))
 
 
 class AccountIn(BaseModel):
@@ -75,6 +76,7 @@ def remember(request: Request, account: Account) -> None:
     "returns the account `id` and its `key` (shown only here; send it as a Bearer token "
     "when posting with `account_id`).",
     dependencies=[CsrfDep, Depends(limit(ACCOUNTS))],
+    responses=errors(429, 502),
 )
 async def connect_account(body: AccountIn, request: Request) -> dict[str, Any]:
     fields = body.model_dump()
@@ -101,7 +103,7 @@ async def my_accounts(request: Request) -> list[dict[str, Any]]:
     summary="Disconnect an account (revokes its token where the network allows)",
     dependencies=[CsrfDep],
 )
-async def disconnect_account(account_id: int, request: Request) -> Response:
+async def disconnect_account(account_id: RowId, request: Request) -> Response:
     account = await usable_account(request, account_id)
     await _accounts(request).disconnect(account)
     request.session["accounts"] = [

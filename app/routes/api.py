@@ -9,12 +9,13 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field, field_validator
 
 from .. import text
-from ..deps import CsrfDep, IngestDep, RoomsDep, SettingsDep
+from ..deps import INT64_MAX, CsrfDep, IngestDep, RoomsDep, RowId, SettingsDep
 from ..limits import CHATS, POSTS, limit
 from ..rooms import Invalid, NotFound, SourceSpec, chat_json
+from .errors import errors
 from .moderation import ActorDep
 
-router = APIRouter(prefix="/api", tags=["api"])
+router = APIRouter(prefix="/api", tags=["api"], responses=errors(400, 404, 413, 422))
 
 CREATABLE_NETWORKS = {"native"}
 
@@ -51,8 +52,8 @@ class ChatIn(BaseModel):
 class PostIn(BaseModel):
     text: str = Field(max_length=100_000)
     author: str = Field("", max_length=60)
-    in_reply_to: int | None = None
-    account_id: int | None = None
+    in_reply_to: int | None = Field(None, ge=1, le=INT64_MAX)
+    account_id: int | None = Field(None, ge=1, le=INT64_MAX)
 
 
 class QuestionIn(BaseModel):
@@ -149,6 +150,7 @@ async def list_chats(rooms: RoomsDep) -> list[dict[str, Any]]:
     summary="Create a chat",
     description="Returns the chat's `slug` and its `moderator_key` — the key is shown only here.",
     dependencies=[CsrfDep, Depends(limit(CHATS))],
+    responses=errors(403, 429),
 )
 async def create_chat(
     body: ChatIn, request: Request, rooms: RoomsDep, ingest: IngestDep, settings: SettingsDep
@@ -184,7 +186,7 @@ async def get_chat(slug: str, rooms: RoomsDep) -> dict[str, Any]:
 async def list_posts(
     slug: str,
     rooms: RoomsDep,
-    before: int | None = Query(None, ge=1),
+    before: int | None = Query(None, ge=1, le=INT64_MAX),
     limit: int = Query(50, ge=1, le=500),
 ) -> dict[str, Any]:
     try:
@@ -198,7 +200,7 @@ async def list_posts(
 async def list_events(
     slug: str,
     rooms: RoomsDep,
-    after: int = Query(0, ge=0),
+    after: int = Query(0, ge=0, le=INT64_MAX),
     limit: int = Query(100, ge=1, le=1000),
 ) -> dict[str, Any]:
     try:
@@ -218,6 +220,7 @@ async def list_events(
     summary="Post in a room",
     description="The chat's hashtag is appended unless the text already has it as a whole tag.",
     dependencies=[CsrfDep, Depends(limit(POSTS))],
+    responses=errors(403, 429, 502, 503),
 )
 async def create_post(
     slug: str, body: PostIn, request: Request, rooms: RoomsDep, settings: SettingsDep
@@ -238,16 +241,23 @@ async def create_post(
     return post
 
 
-@router.put("/chats/{slug}/pins/{post_id}", summary="Pin a post (moderators)")
-async def pin_post(slug: str, post_id: int, rooms: RoomsDep, actor: ActorDep) -> dict[str, Any]:
+@router.put(
+    "/chats/{slug}/pins/{post_id}", summary="Pin a post (moderators)", responses=errors(401, 403)
+)
+async def pin_post(slug: str, post_id: RowId, rooms: RoomsDep, actor: ActorDep) -> dict[str, Any]:
     try:
         return {"pin": await rooms.pin(slug, post_id, actor=actor)}
     except NotFound as exc:
         raise _http_error(exc) from exc
 
 
-@router.delete("/chats/{slug}/pins/{post_id}", status_code=204, summary="Unpin a post (moderators)")
-async def unpin_post(slug: str, post_id: int, rooms: RoomsDep, actor: ActorDep) -> Response:
+@router.delete(
+    "/chats/{slug}/pins/{post_id}",
+    status_code=204,
+    summary="Unpin a post (moderators)",
+    responses=errors(401, 403),
+)
+async def unpin_post(slug: str, post_id: RowId, rooms: RoomsDep, actor: ActorDep) -> Response:
     try:
         changed = await rooms.unpin(slug, post_id, actor=actor)
     except NotFound as exc:
@@ -261,6 +271,7 @@ async def unpin_post(slug: str, post_id: int, rooms: RoomsDep, actor: ActorDep) 
     "/chats/{slug}/questions",
     status_code=201,
     summary="Post a host question and pin it (moderators)",
+    responses=errors(401, 403),
 )
 async def ask_question(
     slug: str, body: QuestionIn, rooms: RoomsDep, settings: SettingsDep, actor: ActorDep
@@ -272,8 +283,12 @@ async def ask_question(
         raise _http_error(exc) from exc
 
 
-@router.put("/chats/{slug}/hidden/{post_id}", summary="Hide a post room-wide (moderators)")
-async def hide_post(slug: str, post_id: int, rooms: RoomsDep, actor: ActorDep) -> dict[str, Any]:
+@router.put(
+    "/chats/{slug}/hidden/{post_id}",
+    summary="Hide a post room-wide (moderators)",
+    responses=errors(401, 403),
+)
+async def hide_post(slug: str, post_id: RowId, rooms: RoomsDep, actor: ActorDep) -> dict[str, Any]:
     try:
         changed = await rooms.set_hidden(slug, post_id, True, actor=actor)
     except NotFound as exc:
@@ -281,8 +296,14 @@ async def hide_post(slug: str, post_id: int, rooms: RoomsDep, actor: ActorDep) -
     return {"post_id": post_id, "hidden": True, "changed": changed}
 
 
-@router.delete("/chats/{slug}/hidden/{post_id}", summary="Show a hidden post again (moderators)")
-async def unhide_post(slug: str, post_id: int, rooms: RoomsDep, actor: ActorDep) -> dict[str, Any]:
+@router.delete(
+    "/chats/{slug}/hidden/{post_id}",
+    summary="Show a hidden post again (moderators)",
+    responses=errors(401, 403),
+)
+async def unhide_post(
+    slug: str, post_id: RowId, rooms: RoomsDep, actor: ActorDep
+) -> dict[str, Any]:
     try:
         changed = await rooms.set_hidden(slug, post_id, False, actor=actor)
     except NotFound as exc:

@@ -14,10 +14,15 @@ from ..moderation import Moderation
 from ..rooms import NotFound, chat_json
 from ..schedule import ChatCalendarEntry, calendar_ics
 from ..scheduler import schedule_of, upcoming_sessions
+from .errors import errors
 from .moderation import ActorDep, checked
 from .transcripts import parse_moment
 
-router = APIRouter()
+router = APIRouter(responses=errors(404, 422))
+
+ICS_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"description": "An iCalendar feed.", "content": {"text/calendar": {}}}
+}
 
 ICS_TYPE = "text/calendar; charset=utf-8"
 MAX_DAYS = 366
@@ -90,13 +95,25 @@ def _entry(chat: dict[str, Any]) -> ChatCalendarEntry:
     )
 
 
-@router.get("/calendar.ics", tags=["calendar"], summary="Calendar feed of every scheduled chat")
+@router.get(
+    "/calendar.ics",
+    tags=["calendar"],
+    summary="Calendar feed of every scheduled chat",
+    response_class=Response,
+    responses=ICS_RESPONSE,
+)
 async def all_chats_ics(request: Request, rooms: RoomsDep, settings: SettingsDep) -> Response:
     chats = await rooms.list_chats()
     return _ics([_entry(c) for c in chats], request, settings, "Hashroom chats")
 
 
-@router.get("/c/{slug}/calendar.ics", tags=["calendar"], summary="Calendar feed of one chat")
+@router.get(
+    "/c/{slug}/calendar.ics",
+    tags=["calendar"],
+    summary="Calendar feed of one chat",
+    response_class=Response,
+    responses=ICS_RESPONSE,
+)
 async def chat_ics(slug: str, request: Request, rooms: RoomsDep, settings: SettingsDep) -> Response:
     try:
         chat = chat_json(await rooms.get_chat(slug))

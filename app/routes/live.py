@@ -15,6 +15,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 
 from .. import events
+from ..deps import INT64_MAX
 from ..events import encode
 from ..hub import Subscriber
 from ..limits import ConnectionSlots, client_address
@@ -204,7 +205,9 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
 def _int_param(value: str | None) -> int | None:
     if value is None or value == "":
         return None
+    if len(value) > 20:  # int() of a huge digit string is quadratic; no offset is that long
+        raise ValueError(value)
     n = int(value)
-    if n < 0:
+    if n < 0 or n > INT64_MAX:
         raise ValueError(value)
     return n

@@ -11,13 +11,18 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 from starlette.requests import HTTPConnection
 
-from ..deps import ModeratorDep
+from ..deps import ModeratorDep, RowId
 from ..moderation import MAX_PEOPLE, Conflict, Moderation, Person, actor_label
 from ..moderation import normalize_handle as _handle
 from ..moderation import normalize_network as _network
 from ..rooms import Invalid, NotFound
+from .errors import errors
 
-router = APIRouter(prefix="/api/chats/{slug}", tags=["moderation"])
+router = APIRouter(
+    prefix="/api/chats/{slug}",
+    tags=["moderation"],
+    responses=errors(400, 401, 403, 404, 409, 413, 422),
+)
 
 T = TypeVar("T")
 ACTOR_HEADER = "x-moderator-name"
@@ -202,7 +207,7 @@ async def remove_rule(
 
 @router.delete("/rules/{rule_id}", summary="Remove a rule by id (moderators)")
 async def remove_rule_by_id(
-    slug: str, rule_id: int, moderation: ModerationDep, actor: ActorDep
+    slug: str, rule_id: RowId, moderation: ModerationDep, actor: ActorDep
 ) -> dict[str, Any]:
     return await checked(moderation.remove_rule(slug, actor, rule_id=rule_id))
 
@@ -214,14 +219,14 @@ async def list_held(slug: str, moderation: ModerationDep, _actor: ActorDep) -> d
 
 @router.post("/held/{post_id}/approve", summary="Show a held post to everyone (moderators)")
 async def approve(
-    slug: str, post_id: int, moderation: ModerationDep, actor: ActorDep
+    slug: str, post_id: RowId, moderation: ModerationDep, actor: ActorDep
 ) -> dict[str, Any]:
     return await checked(moderation.review(slug, post_id, True, actor))
 
 
 @router.post("/held/{post_id}/reject", summary="Keep a held post hidden (moderators)")
 async def reject(
-    slug: str, post_id: int, moderation: ModerationDep, actor: ActorDep
+    slug: str, post_id: RowId, moderation: ModerationDep, actor: ActorDep
 ) -> dict[str, Any]:
     return await checked(moderation.review(slug, post_id, False, actor))
 
@@ -246,6 +251,6 @@ async def list_actions(
     "was already undone.",
 )
 async def undo_action(
-    slug: str, action_id: int, moderation: ModerationDep, actor: ActorDep
+    slug: str, action_id: RowId, moderation: ModerationDep, actor: ActorDep
 ) -> dict[str, Any]:
     return await checked(moderation.undo(slug, action_id, actor))

@@ -29,8 +29,9 @@ from ..rooms import NotFound, Rooms
 from ..schedule import sessions
 from ..scheduler import schedule_of
 from ..templating import STATIC_DIR
+from .errors import errors
 
-router = APIRouter()
+router = APIRouter(responses=errors(404, 422))
 
 EXPORTS = {
     "md": "text/markdown; charset=utf-8",
@@ -151,6 +152,10 @@ async def questions(slug: str, rooms: RoomsDep) -> dict[str, Any]:
 # -- windows ---------------------------------------------------------------------------------
 
 
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
 def parse_moment(name: str, value: str) -> datetime:
     """An ISO 8601 date-time from the query; without an offset it is read as UTC."""
     try:
@@ -159,7 +164,12 @@ def parse_moment(name: str, value: str) -> datetime:
         raise HTTPException(
             422, f"{name}: {value!r} is not an ISO 8601 date and time, like 2026-11-03T19:00Z"
         ) from exc
-    return _aware(moment)
+    moment = _aware(moment)
+    if not EARLIEST <= moment <= LATEST:  # date arithmetic near year 1 or 9999 overflows
+        raise HTTPException(
+            422, f"{name}: give a date between {EARLIEST.year} and {LATEST.year - 1}"
+        )
+    return moment
 
 
 def session_window(chat: Chat, day: str, tail: timedelta) -> tuple[datetime, datetime]:
