@@ -638,6 +638,7 @@ class _LiveFollower:
         backoff_cap: float = 60.0,
         cursor_interval: float = CURSOR_INTERVAL,
         open_timeout: float = 10.0,
+        connect: Any = connect,
     ):
         """Follow ``tag`` (with or without '#') on the stream at ``url``.
 
@@ -649,8 +650,11 @@ class _LiveFollower:
         replay; a longer outage searches history. Reconnects wait ``backoff_base`` doubling
         up to ``backoff_cap`` seconds, jittered. With nothing matching, the cursor still
         moves forward every ``cursor_interval`` seconds (a batch with no changes).
+        ``connect`` opens the stream (websockets' ``connect`` or one that shares a
+        connection, :class:`~app.networks.shared_stream.SharedStreams`).
         """
         self.http = http
+        self._connect = connect
         self.url = _ws_url(url)
         self.tag = tag.strip().lstrip("#")
         if not tag_key(self.tag):
@@ -712,7 +716,7 @@ class _LiveFollower:
             while True:
                 error = None
                 try:
-                    async with connect(
+                    async with self._connect(
                         self._connect_url(position),
                         open_timeout=self.open_timeout,
                         max_size=self.max_frame,
@@ -890,6 +894,18 @@ class _LiveFollower:
         ctx.report("streaming")
         if posts:
             yield Batch(changes=[Upsert(p) for p in posts], cursor=None)
+
+
+def jetstream_position(frame: str | bytes) -> int | None:
+    """The cursor value (``time_us``) of a Jetstream frame, None when it has none."""
+    event = json.loads(frame)
+    time_us = event.get("time_us") if isinstance(event, dict) else None
+    return time_us if type(time_us) is int and time_us >= 0 else None
+
+
+def firehose_position(frame: str | bytes) -> int | None:
+    """The cursor value (``seq``) of a firehose frame, None when it has none."""
+    return decode_frame(frame, frozenset()).seq
 
 
 class JetstreamFollower(_LiveFollower):

@@ -62,6 +62,7 @@ from ..networks.base import (
     RemoteRejected,
     Upsert,
 )
+from ..networks.shared_stream import SharedStreams
 from ..publishing import Connected, Published, Target
 from ..rooms import Rooms, SourceSpec
 from ..security import Vault
@@ -483,6 +484,12 @@ def install(app: FastAPI, settings: Settings) -> None:
     vault: Vault = app.state.vault
     allow_local = settings.env != "production"
     state: dict[str, bluesky.IdentityResolver] = {}
+    # One upstream connection per relay URL, whatever the number of chats reading it.
+    streams = {
+        "jetstream": SharedStreams(bluesky.jetstream_position),
+        "firehose": SharedStreams(bluesky.firehose_position),
+    }
+    app.state.bluesky_streams = streams
     # The sign-in form's counter needs the limit before any account is listed.
     app.state.templates.env.globals["bluesky_max_graphemes"] = bluesky.MAX_GRAPHEMES
 
@@ -584,6 +591,7 @@ def install(app: FastAPI, settings: Settings) -> None:
             known_ids=known,
             backoff_base=settings.backoff_base,
             backoff_cap=settings.backoff_cap,
+            connect=streams[kind.transport].connect,
         )
         return QuoteFiller(inner, rooms, chat.id, app.state.http, state["resolver"])  # type: ignore[arg-type]
 
