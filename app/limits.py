@@ -65,6 +65,12 @@ class MemoryRateLimiter:
         return None
 
 
+def make_rate_limiter(settings: Any) -> RateLimiter:
+    """The limiter for this process's settings: in memory. A store shared by several
+    processes (Redis) plugs in here, behind the same protocol."""
+    return MemoryRateLimiter()
+
+
 def client_address(conn: HTTPConnection) -> str:
     """The address quotas count against (already resolved through trusted proxies)."""
     return conn.client.host if conn.client else "unknown"

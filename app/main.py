@@ -20,7 +20,7 @@ from .config import Settings, get_settings
 from .db import make_engine
 from .hub import Hub
 from .ingest import FollowerFactory, IngestManager
-from .limits import BodyLimit, ConnectionSlots, MemoryRateLimiter
+from .limits import BodyLimit, ConnectionSlots, make_rate_limiter
 from .models import Chat, Source
 from .moderation import Moderation
 from .present import Presenter
@@ -197,7 +197,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.publish_via_account = accounts.publish_via_account
     app.state.validate_schedule = _validate_schedule
     app.state.startup_hooks = []
-    app.state.rate_limiter = MemoryRateLimiter()
+    app.state.rate_limiter = make_rate_limiter(settings)
     app.state.ws_slots = ConnectionSlots()
 
     install_all(app, settings)

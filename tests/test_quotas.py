@@ -170,3 +170,21 @@ async def test_sources_per_chat_are_capped(make_server) -> None:
     assert r.status_code == 422
     assert "at most 2" in r.json()["detail"]
     assert listed == []
+
+
+async def test_memory_limiter_allows_a_burst_then_one_per_interval() -> None:
+    """GCRA: ``limit`` hits at once, then one per window/limit; the wait it names is exact."""
+    from app.limits import MemoryRateLimiter
+
+    now = [1000.0]
+    limiter = MemoryRateLimiter(max_keys=2, clock=lambda: now[0])
+    assert [await limiter.hit("a", 3, 60) for _ in range(3)] == [None, None, None]
+    wait = await limiter.hit("a", 3, 60)
+    assert wait == pytest.approx(20.0)
+    now[0] += 19.9
+    assert await limiter.hit("a", 3, 60) == pytest.approx(0.1)
+    now[0] += 0.1
+    assert await limiter.hit("a", 3, 60) is None
+    assert await limiter.hit("b", 3, 60) is None  # another client is counted apart
+    await limiter.hit("c", 3, 60)  # a third key: the least recent ("a") is forgotten
+    assert await limiter.hit("a", 3, 60) is None
