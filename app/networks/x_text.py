@@ -1,0 +1,47 @@
+"""X's weighted post length, from the ``twitter-text-parser`` library.
+
+X counts a post in *weighted* characters (limit 280): most Latin text weighs 1, CJK and emoji
+weigh 2, every URL weighs 23 whatever its length. ``twitter-text-parser`` implements
+twitter-text v3 and passes its conformance tests, so Hashroom uses it instead of copying the
+ranges by hand.
+
+The library reads its emoji list with ``pkg_resources``, which is part of setuptools and is no
+longer installed with every Python (nor kept in new setuptools). When it is missing, a
+one-function stand-in reading the same file through :mod:`importlib.resources` is installed
+before the import; it is never used for anything else.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import importlib.util
+import sys
+import types
+
+MAX_WEIGHTED_LENGTH = 280
+URL_WEIGHT = 23
+
+
+def _shim_pkg_resources() -> None:
+    if "pkg_resources" in sys.modules or importlib.util.find_spec("pkg_resources") is not None:
+        return
+
+    def resource_string(module: str, name: str) -> bytes:
+        # Like pkg_resources: ``name`` is relative to the module's own package.
+        spec = importlib.util.find_spec(module)
+        package = module if spec and spec.submodule_search_locations else module.rpartition(".")[0]
+        return importlib.resources.files(package).joinpath(name).read_bytes()
+
+    shim = types.ModuleType("pkg_resources")
+    shim.resource_string = resource_string  # type: ignore[attr-defined]
+    sys.modules["pkg_resources"] = shim
+
+
+_shim_pkg_resources()
+
+from twitter_text import parse_tweet  # noqa: E402  (needs the shim above first)
+
+
+def weighted_length(text: str) -> int:
+    """The length X gives ``text`` (twitter-text v3 rules: URLs 23, CJK and emoji 2)."""
+    return parse_tweet(text).weightedLength
