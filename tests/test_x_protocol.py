@@ -26,12 +26,16 @@ class Ctx:
     def __init__(self) -> None:
         self.states: list[tuple[str, str | None]] = []
         self.notices: list[str] = []
+        self.details: list[dict[str, Any]] = []
 
     def report(self, state: str, error: str | None = None) -> None:
         self.states.append((state, error))
 
     def notice(self, message: str) -> None:
         self.notices.append(message)
+
+    def detail(self, info: dict[str, Any]) -> None:
+        self.details.append(info)
 
 
 async def take(it: AsyncIterator[Batch], want: int, timeout: float = 10.0) -> list[Any]:
@@ -190,7 +194,8 @@ async def test_stream_silence_is_a_dead_connection():
     async with XPeer(keepalive=0.1) as peer, httpx.AsyncClient() as http:
         api = x.XApi(http, peer.url, peer.app_bearer)
         stream = api.stream(keepalive_timeout=0.5)
-        assert await anext(stream) == {}
+        assert await anext(stream) is x.CONNECTED
+        assert await anext(stream) is x.KEEPALIVE
         peer.stall = True
         started = time.monotonic()
         with pytest.raises(x.NetworkError, match="keep-alive"):

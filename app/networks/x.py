@@ -56,6 +56,7 @@ from .base import (
     NetworkError,
     RemotePost,
     RemoteRejected,
+    ReplyRefused,
     Upsert,
 )
 from .x_text import MAX_WEIGHTED_LENGTH, weighted_length
@@ -96,6 +97,9 @@ MAX_RULE = 512
 # Tokens expire after 2 hours; renew when less than this is left, so a post never races it.
 REFRESH_MARGIN = 300.0
 RULE_TAG_PREFIX = "hashroom:"
+# Markers :meth:`XApi.stream` yields besides posts (never part of X's own messages).
+CONNECTED: dict[str, Any] = {"hashroom": "connected"}
+KEEPALIVE: dict[str, Any] = {"hashroom": "keepalive"}
 # Search windows are 15 minutes; never sleep longer than one on a single header.
 RATE_WAIT_CAP = 900.0
 
@@ -103,7 +107,7 @@ RATE_WAIT_CAP = 900.0
 # --- errors ------------------------------------------------------------------------------
 
 
-class ReplyRestricted(RemoteRejected):
+class ReplyRestricted(ReplyRefused):
     """X refused a reply: the author of the parent did not mention or quote the replier."""
 
 
@@ -760,11 +764,12 @@ class XApi:
     async def stream(
         self, keepalive_timeout: float = KEEPALIVE_TIMEOUT
     ) -> AsyncIterator[dict[str, Any]]:
-        """The filtered stream: first an empty dict once X accepted the connection, then one
-        dict per post. Keep-alive lines are consumed here; a silence longer than
-        ``keepalive_timeout`` raises NetworkError (the connection is dead)."""
+        """The filtered stream: :data:`CONNECTED` once X accepted the connection, then one
+        dict per post and :data:`KEEPALIVE` per keep-alive line (so a quiet stream still
+        lets the caller do periodic work). A silence longer than ``keepalive_timeout``
+        raises NetworkError (the connection is dead)."""
         url = f"{self.api_url}/2/tweets/search/stream"
-        timeout = httpx.Timeout(keepalive_timeout, connect=keepalive_timeout)
+        timeout = httpx.Timeout(keepalive_timeout)
         try:
             async with self.http.stream(
                 "GET", url, params=FIELDS, headers=self._headers(), timeout=timeout
@@ -786,24 +791,18 @@ class XApi:
                             status=429,
                         )
                     raise NetworkError(_describe(response.status_code), status=response.status_code)
-                yield {}  # connected: the caller fills the gap before reading on
+                yield CONNECTED  # the caller fills the gap before reading on
                 buffer = b""
-                chunks = response.aiter_raw()
-                while True:
-                    try:
-                        chunk = await asyncio.wait_for(anext(chunks), keepalive_timeout)
-                    except StopAsyncIteration:
-                        raise NetworkError("X closed the stream") from None
-                    except TimeoutError:
-                        raise NetworkError(
-                            f"no keep-alive from X for {keepalive_timeout:.0f} s"
-                        ) from None
+                # The read timeout is the keep-alive watchdog: X writes a line at least every
+                # ~20 s, so no bytes for ``keepalive_timeout`` means the connection is dead.
+                async for chunk in response.aiter_raw():
                     buffer += chunk
                     while b"\n" in buffer:
                         line, buffer = buffer.split(b"\n", 1)
                         line = line.strip()
                         if not line:
-                            continue  # keep-alive
+                            yield KEEPALIVE
+                            continue
                         try:
                             item = json.loads(line)
                         except ValueError:
@@ -813,6 +812,9 @@ class XApi:
                             yield item
                     if len(buffer) > MAX_LINE:
                         raise NetworkError("X sent an oversized stream line")
+                raise NetworkError("X closed the stream")
+        except httpx.ReadTimeout:
+            raise NetworkError(f"no keep-alive from X for {keepalive_timeout:.0f} s") from None
         except httpx.HTTPError as exc:
             raise NetworkError(f"stream connection failed ({type(exc).__name__})") from exc
 
@@ -980,14 +982,20 @@ class XFollower:
             (i, None) for i in (known_ids or [])[-500:]
         )
         self.rule_id: str | None = None
+        self._ctx: FollowContext | None = None
         self._next_check = time.monotonic() + compliance_interval
 
     # -- budget --
 
     def _roll(self) -> None:
         self.budget.roll(datetime.now(UTC), self.session())
+        self._show_budget()
+
+    def _show_budget(self) -> None:
         if self.on_budget is not None:
             self.on_budget(self.budget)
+        if self._ctx is not None:
+            self._ctx.detail({"budget": self.budget.as_json()})
 
     def _remember(self, posts: list[RemotePost]) -> None:
         for p in posts:
@@ -1060,8 +1068,7 @@ class XFollower:
     def _batch(self, posts: list[RemotePost], cursor: Cursor) -> Batch:
         self.budget.spend(len(posts))
         self._remember(posts)
-        if self.on_budget is not None:
-            self.on_budget(self.budget)
+        self._show_budget()
         return Batch(changes=[Upsert(p) for p in posts], cursor=cursor.dump(self.budget))
 
     async def _catch_up(self, cursor: Cursor, limit: int) -> Batch:
@@ -1093,6 +1100,7 @@ class XFollower:
 
     async def follow(self, cursor: str | None, ctx: FollowContext) -> AsyncIterator[Batch]:
         """Batches from ``cursor`` on, forever (see the class docstring)."""
+        self._ctx = ctx
         state = Cursor.load(cursor)
         self.budget.hour, self.budget.hour_reads = state.hour, state.hour_reads
         self.budget.session, self.budget.session_reads = state.session, state.session_reads
@@ -1116,9 +1124,10 @@ class XFollower:
                     yield Batch(changes=list(deletes), cursor=state.dump(self.budget))
                 if stream_ok:
                     try:
-                        async for batch in self._stream(state, ctx):
-                            attempt = 0
-                            yield batch
+                        async with contextlib.aclosing(self._stream(state, ctx)) as batches:
+                            async for batch in batches:
+                                attempt = 0
+                                yield batch
                     except StreamNotAllowed:
                         stream_ok = False
                         ctx.report(
@@ -1172,29 +1181,36 @@ class XFollower:
     async def _stream(self, state: Cursor, ctx: FollowContext) -> AsyncIterator[Batch]:
         if self.rule_id is None:
             await self._ensure_rule()
-        async for item in self.api.stream(self.keepalive_timeout):
-            if not item:
-                # Connected. Posts made while no stream was open (first start, a drop, a
-                # pause) only come from search: fill the gap from the cursor now.
-                ctx.report("streaming")
+        async with contextlib.aclosing(self.api.stream(self.keepalive_timeout)) as items:
+            async for item in items:
+                if item is KEEPALIVE:
+                    deletes = await self._compliance()
+                    if deletes:
+                        yield Batch(changes=list(deletes), cursor=state.dump(self.budget))
+                    continue
+                if item is CONNECTED:
+                    # Connected. Posts made while no stream was open (first start, a drop, a
+                    # pause) only come from search: fill the gap from the cursor now.
+                    ctx.report("streaming")
+                    self._roll()
+                    batch = await self._catch_up(state, self.budget.left())
+                    if batch.changes:
+                        yield batch
+                    continue
+                tags = {
+                    r.get("tag") for r in item.get("matching_rules") or [] if isinstance(r, dict)
+                }
+                if self.rule_tag not in tags:
+                    continue  # another chat's rule on the same app
+                # A post can reach us twice around a (re)connect: by the gap fill and the stream.
+                posts = [p for p in map_page(item) if p.remote_id not in self.known]
+                for p in posts:
+                    state.since_id = newer(state.since_id, p.remote_id)
                 self._roll()
-                batch = await self._catch_up(state, self.budget.left())
-                if batch.changes:
-                    yield batch
-                continue
-            tags = {r.get("tag") for r in item.get("matching_rules") or [] if isinstance(r, dict)}
-            if self.rule_tag not in tags:
-                continue  # another chat's rule on the same app
-            # A post can reach us twice around a (re)connect: by the gap fill and the stream.
-            posts = [p for p in map_page(item) if p.remote_id not in self.known]
-            for p in posts:
-                state.since_id = newer(state.since_id, p.remote_id)
-            self._roll()
-            if posts:
-                yield self._batch(posts, state)
-            if self.budget.left() <= 0:
-                return  # closes the stream; the loop pauses
-            deletes = await self._compliance()
-            if deletes:
-                yield Batch(changes=list(deletes), cursor=state.dump(self.budget))
-        # the iterator only ends by raising; reaching here means X closed the stream
+                if posts:
+                    yield self._batch(posts, state)
+                if self.budget.left() <= 0:
+                    return  # closes the stream; the loop pauses
+                deletes = await self._compliance()
+                if deletes:
+                    yield Batch(changes=list(deletes), cursor=state.dump(self.budget))
