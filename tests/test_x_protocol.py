@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -219,41 +222,54 @@ async def test_stream_not_allowed_falls_back_to_polling():
         await it.aclose()
 
 
-async def test_budget_pauses_with_a_notice_and_counts_travel_in_the_cursor():
-    """When the hourly budget is spent the follower tells the room, reads nothing more, and
-    the cursor carries the counts so a restart does not reset them."""
+async def test_budget_pauses_with_a_notice_resumes_next_hour_and_survives_restarts():
+    """When the hourly budget is spent the follower tells the room and stops reading until
+    the clock reaches the next hour, then catches up; the cursor carries the counts, so a
+    restart within the hour stays paused."""
     async with XPeer() as peer, httpx.AsyncClient() as http:
-        for i in range(8):
+        for i in range(13):
             peer.publish("bob", f"A{i} #{TAG}")
         ctx = Ctx()
         seen: list[dict[str, Any]] = []
+        hour = [datetime(2026, 12, 5, 16, 30, tzinfo=UTC)]
         f = follower(
             x.XApi(http, peer.url, peer.app_bearer),
-            per_hour=5,
+            per_hour=10,
             stream=False,
             on_budget=lambda b: seen.append(b.as_json()),
+            clock=lambda: hour[0],
+            pause_check=0.05,
         )
         it = f.follow(None, ctx)
         batch = await anext(it)
-        assert len(batch.changes) == 5
+        assert len(batch.changes) == 10  # the latest 10: one page, the budget
         cur = x.Cursor.load(batch.cursor)
-        assert cur.hour_reads == 5 and cur.session_reads == 5
-        pending = asyncio.ensure_future(anext(it))
+        assert cur.hour_reads == 10 and cur.session_reads == 10 and cur.hour == "2026-12-05T16"
+        pending = asyncio.ensure_future(take(it, 3))
         deadline = time.monotonic() + 5
         while not ctx.notices:
             assert time.monotonic() < deadline, "no budget notice"
             await asyncio.sleep(0.02)
-        assert "paused" in ctx.notices[0] and "5 posts per hour" in ctx.notices[0]
+        assert "paused" in ctx.notices[0] and "10 posts per hour" in ctx.notices[0]
+        assert ctx.states[-1][0] == "paused: hour budget spent"
+        assert seen[-1]["estimated_cost_hour"] == 0.05
         searches = len(peer.requests_to("/2/tweets/search/recent"))
-        peer.publish("bob", f"more #{TAG}")
-        await asyncio.sleep(0.5)  # several poll intervals: still no reads while paused
-        assert len(peer.requests_to("/2/tweets/search/recent")) == searches
-        assert seen[-1]["estimated_cost_hour"] == 0.025
-        pending.cancel()
-        await asyncio.gather(pending, return_exceptions=True)
+        assert not pending.done()
+        later = [peer.publish("bob", f"B{i} #{TAG}") for i in range(3)]
+
+        hour[0] = datetime(2026, 12, 5, 17, 0, tzinfo=UTC)  # a new hour gives budget back
+        got = await pending
+        assert [c.post.remote_id for c in got] == [t["id"] for t in later]
+        assert len(peer.requests_to("/2/tweets/search/recent")) > searches
+        assert seen[-1]["hour_reads"] == 3 and seen[-1]["session_reads"] == 13
         await it.aclose()
 
-        again = follower(x.XApi(http, peer.url, peer.app_bearer), per_hour=5, stream=False)
+        again = follower(
+            x.XApi(http, peer.url, peer.app_bearer),
+            per_hour=10,
+            stream=False,
+            clock=lambda: datetime(2026, 12, 5, 16, 45, tzinfo=UTC),
+        )
         ctx2 = Ctx()
         it2 = again.follow(batch.cursor, ctx2)
         pending = asyncio.ensure_future(anext(it2))
@@ -370,3 +386,55 @@ def test_hostile_text_is_escaped_and_bad_entities_are_ignored():
     )
     assert "<script>" not in html and "&lt;script&gt;" in html and "javascript" not in html
     assert '<span class="hashtag">#<span>tag</span></span>' in html
+
+
+def test_weighted_length_works_without_setuptools():
+    """Without pkg_resources (no setuptools) the library still loads through the shim."""
+    code = (
+        "import sys; sys.modules['pkg_resources'] = None\n"
+        "from app.networks.x_text import weighted_length\n"
+        "print(weighted_length('日本 https://example.org/' + 'x' * 60))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "28"
+
+
+async def test_a_second_follower_on_the_same_app_polls_and_keeps_no_rule():
+    """X allows one stream per app: a second chat with the same app polls instead, removes
+    its rule (so the first connection is not billed for it) and still gets its posts."""
+    async with XPeer(keepalive=0.1) as peer, httpx.AsyncClient() as http:
+        first = follower(x.XApi(http, peer.url, peer.app_bearer))
+        it1 = first.follow(None, Ctx())
+
+        async def drain() -> None:
+            async for _ in it1:
+                pass
+
+        pending = asyncio.ensure_future(drain())
+        deadline = time.monotonic() + 5
+        while peer.stream_count == 0:
+            assert time.monotonic() < deadline, "no stream opened"
+            await asyncio.sleep(0.02)
+        budget = x.ReadBudget(per_hour=100, per_session=100, cost_per_read=0.005)
+        ctx = Ctx()
+        second = x.XFollower(
+            x.XApi(http, peer.url, peer.app_bearer),
+            "Other",
+            budget,
+            session=lambda: "s1",
+            rule_tag=x.rule_tag("chat-2"),
+            poll_interval=0.2,
+            backoff_base=0.05,
+            backoff_cap=0.2,
+        )
+        peer.publish("bob", "Q1 #Other")
+        it2 = second.follow(None, ctx)
+        await take(it2, 1)  # the backfill
+        post = peer.publish("bob", "A1 #Other")
+        got = await take(it2, 1)
+        assert [c.post.remote_id for c in got] == [post["id"]]
+        assert any(s == "polling" and e and "in use" in e for s, e in ctx.states), ctx.states
+        assert [r.tag for r in peer.rules.values()] == ["hashroom:chat-1"]
+        pending.cancel()
+        await asyncio.gather(pending, return_exceptions=True)
+        await it2.aclose()

@@ -92,6 +92,17 @@ async def test_bad_tokens_are_refused_and_good_ones_sealed_never_returned(make_s
                 headers={"Authorization": f"Bearer {chat['moderator_key']}"},
             )
             assert r.status_code == 200 and peer.app_bearer not in r.text
+            r = await http.post(
+                "/api/length", json={"network": "x", "text": "日本 https://example.org/" + "x" * 60}
+            )
+            assert r.json() == {"length": 28, "limit": 280}
+            r = await http.post("/api/length", json={"network": "mastodon", "text": "hi"})
+            assert r.status_code == 422 and "graphemes" in r.text
+            home = await http.get("/")
+            csrf = re.search(r'data-csrf="([^"]+)"', home.text)[1]  # type: ignore[index]
+            form = {"hashtag": "Other", "title": "T", "follow_x": "1", "csrf_token": csrf}
+            r = await http.post("/chats", data=form)
+            assert r.status_code == 422 and "bearer token" in r.text
         path = server.database_url.removeprefix("sqlite:///")
         with sqlite3.connect(path) as db:
             (secret,) = db.execute("SELECT secret FROM source").fetchone()
@@ -156,25 +167,30 @@ async def _has(server: Any, slug: str, ids: list[str]) -> bool:
 
 
 async def test_budget_reached_pauses_reading_with_a_notice_in_the_room(make_server):
-    """With a budget of 3 posts per hour the room gets 3 posts and a notice, nothing more."""
+    """With a budget of 12 posts per hour the room gets the latest 12, a notice, and the
+    source pauses after the one search that spent it."""
     async with XPeer(stream_allowed=False) as peer:
-        server = make_server(**env(peer, HASHROOM_X_BUDGET_PER_HOUR="3"))
-        for i in range(5):
+        server = make_server(**env(peer, HASHROOM_X_BUDGET_PER_HOUR="12"))
+        for i in range(15):
             peer.publish("bob", f"A{i} #{TAG}")
         chat = await follow(server, peer)
         live = await LiveClient.open(server.ws_url, chat["slug"])
         await live.next()
         notice = await live.until(lambda f: f["type"] == "notice")
-        assert (
-            "paused" in notice["notice"]["text"]
-            if "notice" in notice
-            else "paused" in json.dumps(notice)
-        )
-        assert len(await posts(server.url, chat["slug"])) == 3
-        searches = len(peer.requests_to("/2/tweets/search/recent"))
-        peer.publish("bob", f"later #{TAG}")
-        await asyncio.sleep(1.0)  # three poll intervals: a paused source must not search
-        assert len(peer.requests_to("/2/tweets/search/recent")) == searches
+        assert "paused" in json.dumps(notice) and "12 posts per hour" in json.dumps(notice)
+
+        async def twelve() -> bool:
+            return len(await posts(server.url, chat["slug"])) == 12
+
+        await eventually(twelve, "the latest 12 posts the budget allows")
+
+        async def paused() -> bool:
+            async with httpx.AsyncClient(base_url=server.url) as http:
+                health = (await http.get("/healthz")).json()
+            return health["ingesters"][0]["state"] == "paused: hour budget spent"
+
+        await eventually(paused, "the source to pause")
+        assert len(peer.requests_to("/2/tweets/search/recent")) == 1  # the backfill only
         await live.close()
 
 

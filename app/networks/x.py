@@ -112,7 +112,8 @@ class ReplyRestricted(ReplyRefused):
 
 
 class StreamNotAllowed(NetworkError):
-    """These credentials may not use the filtered stream (their access level lacks it)."""
+    """The filtered stream cannot be used: the access level lacks it, or the app's single
+    connection is held elsewhere (``TooManyConnections``)."""
 
 
 def _describe(status: int) -> str:
@@ -784,9 +785,13 @@ class XApi:
                             "these credentials may not use the filtered stream", status=403
                         )
                     if response.status_code == 429:
+                        if _problem(response).get("connection_issue") == "TooManyConnections":
+                            raise StreamNotAllowed(
+                                "this app's one stream connection is in use elsewhere",
+                                status=429,
+                            )
                         raise NetworkError(
-                            "X allows one stream connection per app and it is in use, or the "
-                            "stream is rate-limited",
+                            "X is rate-limiting stream connections",
                             retry_after=_retry_after(response),
                             status=429,
                         )
@@ -962,6 +967,8 @@ class XFollower:
         backoff_base: float = 1.0,
         backoff_cap: float = 60.0,
         on_budget: Callable[[ReadBudget], None] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        pause_check: float = 60.0,
     ) -> None:
         self.api = api
         self.hashtag = hashtag
@@ -977,6 +984,8 @@ class XFollower:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.on_budget = on_budget
+        self.clock = clock
+        self.pause_check = pause_check  # how often a paused follower checks for a new hour
         # Recent ids, oldest first: the compliance check looks these up again.
         self.known: OrderedDict[str, None] = OrderedDict(
             (i, None) for i in (known_ids or [])[-500:]
@@ -988,7 +997,7 @@ class XFollower:
     # -- budget --
 
     def _roll(self) -> None:
-        self.budget.roll(datetime.now(UTC), self.session())
+        self.budget.roll(self.clock(), self.session())
         self._show_budget()
 
     def _show_budget(self) -> None:
@@ -1025,8 +1034,7 @@ class XFollower:
         ctx.notice(message)
         ctx.report(f"paused: {which} budget spent")
         while self.budget.left() <= 0:
-            now = time.time()
-            await asyncio.sleep(min(60.0, 3600 - now % 3600 + 0.5))
+            await asyncio.sleep(self.pause_check)
             self._roll()
 
     # -- reading --
@@ -1034,8 +1042,9 @@ class XFollower:
     async def _search(
         self, since_id: str | None, limit: int
     ) -> tuple[list[RemotePost], str | None]:
-        """Posts newer than ``since_id`` (all pages, oldest first), at most ``limit``; and
-        the newest id seen. Waits out the search rate limit."""
+        """Posts newer than ``since_id``, oldest first, and the newest id seen: pages are
+        fetched (newest first) until ``limit`` posts have been read or none are left. Waits
+        out the search rate limit and 429s."""
         found: list[RemotePost] = []
         newest = None
         token = None
@@ -1061,7 +1070,8 @@ class XFollower:
             token = page.next_token
             if not token:
                 break
-        found = found[:limit]
+        # Everything X returned is paid for (pages hold at least 10), so all of it is kept
+        # and counted, even past ``limit``.
         found.reverse()
         return found, newest
 
@@ -1128,20 +1138,20 @@ class XFollower:
                             async for batch in batches:
                                 attempt = 0
                                 yield batch
-                    except StreamNotAllowed:
+                    except StreamNotAllowed as exc:
+                        # No stream for these credentials, or the app's one connection is
+                        # held by another chat: poll instead, and drop our rule, whose
+                        # matches X would otherwise deliver (and bill) on that connection.
                         stream_ok = False
-                        ctx.report(
-                            "polling",
-                            "the filtered stream is not available with "
-                            "these credentials; polling recent search instead",
-                        )
+                        await self._drop_rule()
+                        ctx.report("polling", f"{exc}; polling recent search instead")
                         continue
                     except AuthError:
                         raise
                     except NetworkError as exc:
                         delay = _delay(attempt, self.backoff_base, self.backoff_cap)
                         if exc.retry_after:
-                            delay = max(delay, min(exc.retry_after, 900.0))
+                            delay = max(delay, min(exc.retry_after, RATE_WAIT_CAP))
                         attempt += 1
                         ctx.report("reconnecting", str(exc))
                         await asyncio.sleep(delay)
@@ -1180,7 +1190,12 @@ class XFollower:
 
     async def _stream(self, state: Cursor, ctx: FollowContext) -> AsyncIterator[Batch]:
         if self.rule_id is None:
-            await self._ensure_rule()
+            try:
+                await self._ensure_rule()
+            except _Forbidden as exc:
+                raise StreamNotAllowed(
+                    "these credentials may not manage filtered stream rules", status=403
+                ) from exc
         async with contextlib.aclosing(self.api.stream(self.keepalive_timeout)) as items:
             async for item in items:
                 if item is KEEPALIVE:

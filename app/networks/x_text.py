@@ -23,7 +23,7 @@ URL_WEIGHT = 23
 
 
 def _shim_pkg_resources() -> None:
-    if "pkg_resources" in sys.modules or importlib.util.find_spec("pkg_resources") is not None:
+    if sys.modules.get("pkg_resources") is not None or importlib.util.find_spec("pkg_resources"):
         return
 
     def resource_string(module: str, name: str) -> bytes:

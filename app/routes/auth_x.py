@@ -26,7 +26,7 @@ from ..networks.base import AuthError, NetworkError
 from ..publishing import Connected
 from ..security import csrf_token
 from .accounts import remember
-from .auth_mastodon import safe_next
+from .auth_mastodon import forget_older, safe_next
 
 router = APIRouter(prefix="/auth/x", include_in_schema=False)
 
@@ -169,5 +169,6 @@ async def callback(
             secret=tokens.to_dict(),
         ),
     )
+    await forget_older(request, account)
     remember(request, account)
     return RedirectResponse(back, status_code=303)
