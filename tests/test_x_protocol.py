@@ -283,7 +283,8 @@ async def test_budget_pauses_with_a_notice_resumes_next_hour_and_survives_restar
 
 
 async def test_compliance_check_deletes_posts_x_no_longer_has():
-    """Posts deleted on X vanish: the periodic lookup turns their absence into deletes."""
+    """Posts deleted on X vanish: the periodic lookup turns their absence into deletes, and
+    re-reading posts already read today costs no budget."""
     async with XPeer() as peer, httpx.AsyncClient() as http:
         keep = peer.publish("bob", f"Q1 #{TAG}")
         gone = peer.publish("bob", f"A1 #{TAG}")
@@ -298,6 +299,9 @@ async def test_compliance_check_deletes_posts_x_no_longer_has():
             batch = await asyncio.wait_for(anext(it), 5)
             deletes = [c for c in batch.changes if isinstance(c, Delete)]
         assert [d.remote_id for d in deletes] == [gone["id"]] and keep["id"] != gone["id"]
+        assert len(peer.requests_to("/2/tweets")) >= 1
+        # Looking a post up again the same UTC day is free on X, and free in the budget.
+        assert f.budget.hour_reads == 2
         await it.aclose()
 
 

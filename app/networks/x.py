@@ -100,6 +100,9 @@ RULE_TAG_PREFIX = "hashroom:"
 # Markers :meth:`XApi.stream` yields besides posts (never part of X's own messages).
 CONNECTED: dict[str, Any] = {"hashroom": "connected"}
 KEEPALIVE: dict[str, Any] = {"hashroom": "keepalive"}
+# Ids remembered as read today, for X's free repeat reads; past this, reads count again
+# (an overestimate, never an underestimate).
+MAX_BILLED_IDS = 200_000
 # Search windows are 15 minutes; never sleep longer than one on a single header.
 RATE_WAIT_CAP = 900.0
 
@@ -992,6 +995,8 @@ class XFollower:
         )
         self.rule_id: str | None = None
         self._ctx: FollowContext | None = None
+        self._billed_day = ""
+        self._billed: set[str] = set()  # ids read today (their repeat reads are free)
         self._next_check = time.monotonic() + compliance_interval
 
     # -- budget --
@@ -1075,8 +1080,18 @@ class XFollower:
         found.reverse()
         return found, newest
 
+    def _charge(self, ids: Iterable[str]) -> None:
+        """Count reads as X bills them: a post read again within the same UTC day is free."""
+        day = self.clock().strftime("%Y-%m-%d")
+        if day != self._billed_day:
+            self._billed_day, self._billed = day, set()
+        fresh = {i for i in ids if i not in self._billed}
+        if len(self._billed) < MAX_BILLED_IDS:
+            self._billed |= fresh
+        self.budget.spend(len(fresh))
+
     def _batch(self, posts: list[RemotePost], cursor: Cursor) -> Batch:
-        self.budget.spend(len(posts))
+        self._charge(p.extra.get("repost_id") or p.remote_id for p in posts)
         self._remember(posts)
         self._show_budget()
         return Batch(changes=[Upsert(p) for p in posts], cursor=cursor.dump(self.budget))
@@ -1092,10 +1107,14 @@ class XFollower:
         if time.monotonic() < self._next_check or not self.known:
             return []
         self._next_check = time.monotonic() + self.compliance_interval
-        ids = list(self.known)[-100:]
-        # Lookups cost reads too; they are kept to what the budget allows.
-        if self.budget.left() < len(ids):
-            ids = ids[-self.budget.left() :] if self.budget.left() else []
+        recent = list(self.known)[-100:]
+        # Looking up posts already read today is free; others cost a read each, so only as
+        # many of those as the budget allows are looked up.
+        today = self._billed_day == self.clock().strftime("%Y-%m-%d")
+        free = [i for i in recent if today and i in self._billed]
+        paid = [i for i in recent if not (today and i in self._billed)]
+        allowed = self.budget.left()
+        ids = free + (paid[-allowed:] if allowed > 0 else [])
         if not ids:
             return []
         try:
@@ -1103,7 +1122,7 @@ class XFollower:
         except NetworkError as exc:
             log.info("x: compliance lookup failed: %s", exc)
             return []
-        self.budget.spend(len(found))
+        self._charge(p.remote_id for p in found)
         for rid in gone:
             self.known.pop(rid, None)
         return [Delete(remote_id=rid) for rid in sorted(gone)]
