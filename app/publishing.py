@@ -294,7 +294,7 @@ class Accounts:
         secret = self.vault.open(account.secret)
         final = pub.compose(body.strip(), chat.hashtag, target)
         rule = await pub.length_rule(account, secret)
-        length = rule.count(final)
+        length = await asyncio.to_thread(rule.count, final)  # X's counting is not cheap
         if length > rule.limit:
             raise HTTPException(
                 422,

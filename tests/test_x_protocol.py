@@ -442,3 +442,26 @@ async def test_a_second_follower_on_the_same_app_polls_and_keeps_no_rule():
         pending.cancel()
         await asyncio.gather(pending, return_exceptions=True)
         await it2.aclose()
+
+
+def test_weighted_length_is_linear_on_hostile_text():
+    """Texts that make twitter-text's URL pattern backtrack (long dotted runs) are counted
+    in time linear in their size, and ordinary posts count exactly as the library does."""
+    from twitter_text import parse_tweet
+
+    for text in (
+        "hello 日本 https://example.com/a.b.c?x=1 😀👍🏽 #tag @bob",
+        "see www.example.org/path and example.com.",
+        "line\n\nbreak  two   spaces http://t.co/abc 👨‍👩‍👧",
+    ):
+        assert weighted_length(text) == parse_tweet(text).weightedLength
+    small, big = "a." * 500, "a." * 2500
+    started = time.perf_counter()
+    weighted_length(small)
+    t_small = time.perf_counter() - started
+    started = time.perf_counter()
+    weighted_length(big)
+    t_big = time.perf_counter() - started
+    # Five times the text may take about five times as long, not 125 times (cubic).
+    assert t_big < max(12 * t_small, 0.05), (t_small, t_big)
+    assert t_big < 2.0
