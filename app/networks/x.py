@@ -86,8 +86,9 @@ FIELDS = {
     "media.fields": MEDIA_FIELDS,
 }
 MAX_RESULTS = 100  # recent search allows 10–100 per page
-# The stream sends a keep-alive line about every 20 s; three missed ones is a dead connection.
-KEEPALIVE_TIMEOUT = 60.0
+# The stream sends a keep-alive line every 20 s and X's guide says to reconnect when nothing
+# arrived for that long; real heartbeats land a little late, so allow a margin.
+KEEPALIVE_TIMEOUT = 30.0
 # A single stream line is one post with its includes: a few KB. Anything past this is not a
 # post, and buffering it unbounded would let a broken peer exhaust memory.
 MAX_LINE = 1_000_000
