@@ -54,6 +54,12 @@ class PostIn(BaseModel):
     author: str = Field("", max_length=60)
     in_reply_to: int | None = Field(None, ge=1, le=INT64_MAX)
     account_id: int | None = Field(None, ge=1, le=INT64_MAX)
+    quote_of: int | None = Field(
+        None,
+        ge=1,
+        le=INT64_MAX,
+        description="Post quoting this post instead of replying (X, with account_id).",
+    )
 
 
 class QuestionIn(BaseModel):
