@@ -136,6 +136,14 @@ class Settings(BaseSettings):
     )
     http_timeout: float = Field(15.0, gt=0, description="Timeout (s) for outgoing HTTP calls.")
 
+    # --- Test hooks: inert at their defaults; tests use them to force a timing window. ---
+    test_live_hold_after_history: float = Field(
+        0.0,
+        ge=0,
+        description="Test hook (keep 0): seconds a connecting live client, its history sent, "
+        "waits for another event to be committed before going live.",
+    )
+
     @model_validator(mode="after")
     def _refuse_dev_secret_in_production(self) -> Settings:
         if self.env == "production" and (

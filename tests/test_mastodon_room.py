@@ -6,13 +6,12 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.factories import LiveClient, create_chat
+from tests.factories import LiveClient, create_chat, eventually
 from tests.peers.mastodon import MastodonPeer
 
 pytestmark = pytest.mark.timeout(60)
@@ -28,18 +27,6 @@ HOSTILE = (
     'Q1 go <script>alert("s")</script><img src=x onerror="alert(1)">'
     '<a href="javascript:alert(2)">look</a> <b onclick="alert(3)">bold</b>'
 )
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 8.0) -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 async def events(base: str, slug: str) -> list[dict[str, Any]]:
