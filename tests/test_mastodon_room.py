@@ -427,3 +427,56 @@ async def test_oauth_sign_in_is_bound_to_the_browser_that_started_it(make_server
             stored += db.execute("SELECT client_secret FROM oauthapp").fetchall()
         assert len(stored) == 2
         assert all(token not in s and app_secret not in s for (s,) in stored)
+
+
+async def test_a_status_published_while_the_stream_opens_is_not_lost(make_server):
+    """The stream is opened before the gap since the cursor is read: a status published
+    while the instance is accepting the upgrade (too early for the stream) arrives through
+    the REST catch-up, on the first connection and on a reconnection."""
+    server = make_server(**ENV)
+    async with MastodonPeer(domain="a.example") as peer:
+        first = peer.publish("bob", "Q1 before the chat", tags=[TAG])
+        opening: list[dict[str, Any]] = []
+
+        def publish_now() -> None:
+            opening.append(peer.publish("eve", f"A{len(opening) + 1} at the opening", tags=[TAG]))
+
+        peer.faults.before_next_stream(publish_now)
+        slug = await follow(server, peer)
+        await streaming(peer)
+        assert len(opening) == 1, "the peer never saw the stream open"
+        wanted = [first["uri"], opening[0]["uri"]]
+        await eventually(lambda: _has(server, slug, wanted), "the status of the opening")
+
+        peer.faults.before_next_stream(publish_now)
+        assert peer.faults.drop_stream() == 1
+
+        async def reopened() -> bool:
+            return len(opening) == 2
+
+        await eventually(reopened, "the stream to reopen")
+        await eventually(lambda: _has(server, slug, [opening[1]["uri"]]), "the reopening's status")
+        live = peer.publish("carol", "A3 streamed", tags=[TAG])
+        await eventually(lambda: _has(server, slug, [live["uri"]]), "a streamed status")
+        uris = post_uris(await events(server.url, slug))
+        assert sorted(uris) == sorted({*uris}), "a status was stored twice"
+
+
+async def test_a_follower_that_gives_up_is_restarted(make_server):
+    """When the instance fails longer than the follower retries, the follower ends with an
+    error and the ingester starts it again after a backoff: the backlog still arrives."""
+    server = make_server(**ENV)
+    async with MastodonPeer(domain="a.example") as peer:
+        earlier = peer.publish("bob", "Q1 waiting", tags=[TAG])
+        # One failure for the token check at creation, six for the follower's first try
+        # (one call and five retries), one more after its restart.
+        peer.faults.server_error(8, status=502, path="/api/v1/timelines/tag")
+        slug = await follow(server, peer)
+        await eventually(
+            lambda: _has(server, slug, [earlier["uri"]]), "the backlog after a restart", 30
+        )
+        tag_calls = [r for r in peer.requests if r.path.startswith("/api/v1/timelines/tag")]
+        assert sum(r.status == 502 for r in tag_calls) == 8
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            health = (await http.get("/healthz")).json()
+        assert health["ingesters"][0]["restarts"] >= 1
