@@ -82,10 +82,12 @@ mutants: $(INSTALLED) ## Mutation-test the core modules (slow; see docs/developm
 			--simple-output --runner "$(CURDIR)/$(BIN)/python -m pytest -x -q -p no:cacheprovider$$tests" \
 			> $(CURDIR)/build/mutants-report/$$run.log 2>&1; \
 		  $(CURDIR)/$(BIN)/mutmut results > $(CURDIR)/build/mutants-report/$$run.txt 2>&1; \
+		  $(CURDIR)/$(BIN)/python -c 'import sqlite3, sys; rows = dict(sqlite3.connect(".mutmut-cache").execute("select status, count(*) from mutant group by status")); n = sum(rows.values()); k = rows.get("ok_killed", 0) + rows.get("bad_timeout", 0); print(f"{sys.argv[1]}: {k}/{n} killed ({100 * k / max(n, 1):.1f}%)", rows)' $$module \
+			> $(CURDIR)/build/mutants-report/$$run.score; \
 		  for id in $$($(CURDIR)/$(BIN)/mutmut result-ids survived); do \
 			$(CURDIR)/$(BIN)/mutmut show $$id; done \
 			> $(CURDIR)/build/mutants-report/$$run.survivors.diff 2>&1 ); \
-		tail -n 3 build/mutants-report/$$run.log; \
+		cat build/mutants-report/$$run.score; \
 	done
 
 clean: ## Remove caches and build leftovers (keeps .venv, the database and bench results)
