@@ -480,3 +480,55 @@ async def test_a_follower_that_gives_up_is_restarted(make_server):
         async with httpx.AsyncClient(base_url=server.url) as http:
             health = (await http.get("/healthz")).json()
         assert health["ingesters"][0]["restarts"] >= 1
+
+
+async def test_posting_errors_keep_the_draft_and_say_what_to_do(make_server):
+    """Posting through an account: a chat that does not follow the network → 422; the
+    instance rate-limiting → 429 with Retry-After; the instance failing → 502; the instance
+    rejecting the status → 422. The upstream's own error text is never shown, and nothing
+    is stored in the room for any of them."""
+    server = make_server(**ENV)
+    async with (
+        MastodonPeer(domain="a.example") as a,
+        MastodonPeer(domain="b.example") as b,
+    ):
+        slug = await follow(server, a)
+        native = await create_chat(server.url, "NativeOnly")
+        token = b.create_user_token("alice", "read write")
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            r = await http.post(
+                "/api/accounts",
+                json={"network": "mastodon", "instance": b.url, "access_token": token},
+            )
+            assert r.status_code == 201, r.text
+            account = r.json()
+            auth = {"Authorization": f"Bearer {account['key']}"}
+            body = {"text": "A1 hello", "account_id": account["id"]}
+            head = (await http.get(f"/api/chats/{slug}/events")).json()["head"]
+
+            r = await http.post(f"/api/chats/{native['slug']}/posts", json=body, headers=auth)
+            assert r.status_code == 422 and "does not follow mastodon" in r.json()["detail"]
+
+            b.faults.rate_limit(0, reset_in_s=30)
+            r = await http.post(f"/api/chats/{slug}/posts", json=body, headers=auth)
+            assert r.status_code == 429, r.text
+            assert 1 <= int(r.headers["retry-after"]) <= 31
+            assert "try again in" in r.json()["detail"] and "draft is kept" in r.json()["detail"]
+            assert "Too many requests" not in r.text
+            b.faults.rate_limit(300, reset_in_s=0)
+
+            b.faults.server_error(50, status=503, path="/api/v1/statuses")
+            r = await http.post(f"/api/chats/{slug}/posts", json=body, headers=auth)
+            assert r.status_code == 502, r.text
+            assert "could not post to mastodon" in r.json()["detail"]
+            assert "<html" not in r.text and "Service Temporarily" not in r.text, r.text
+            b.faults._errors.clear()
+
+            b.max_characters = 12  # the instance lowered its limit since we last asked
+            r = await http.post(f"/api/chats/{slug}/posts", json=body, headers=auth)
+            assert r.status_code == 422, r.text
+            assert "mastodon rejected the post" in r.json()["detail"]
+
+            after = (await http.get(f"/api/chats/{slug}/events")).json()["head"]
+            assert after == head, "a failed post was stored"
+            assert not [s for s in b.statuses() if "A1 hello" in s["content"]]
