@@ -184,6 +184,14 @@ class Settings(BaseSettings):
         "(deleted ones are removed).",
     )
 
+    # --- Test hooks: inert at their defaults; tests use them to force a timing window. ---
+    test_live_hold_after_history: float = Field(
+        0.0,
+        ge=0,
+        description="Test hook (keep 0): seconds a connecting live client, its history sent, "
+        "waits for another event to be committed before going live.",
+    )
+
     # --- Quotas and limits (docs/security.md) ---
     max_body_bytes: int = Field(
         256 * 1024,
