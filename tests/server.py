@@ -17,6 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# Every test server accepts this operator token: /healthz shows per-source detail with it.
+OPERATOR_TOKEN = "test-operator-token-0123456789abcdef"
+OPERATOR_HEADERS = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
 
 
 def need_tool(available: bool, install_hint: str) -> None:
@@ -60,6 +63,7 @@ class ServerProcess:
             "HOST": "127.0.0.1",
             "HASHROOM_LOG_LEVEL": "INFO",
             "HASHROOM_DEMO_ENABLED": "false",
+            "HASHROOM_OPERATOR_TOKEN": OPERATOR_TOKEN,
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None
@@ -109,6 +113,11 @@ class ServerProcess:
     def restart(self) -> ServerProcess:
         self.stop()
         return self.start()
+
+    def operator_health(self) -> dict:
+        """``/healthz`` as the operator sees it (with per-source ``ingesters``)."""
+        response = httpx.get(f"{self.url}/healthz", headers=OPERATOR_HEADERS, timeout=5)
+        return response.json()
 
     def log(self) -> str:
         try:

@@ -14,6 +14,7 @@ import pytest
 
 from tests.factories import LiveClient, create_chat
 from tests.peers.mastodon import MastodonPeer
+from tests.server import OPERATOR_HEADERS
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -167,7 +168,7 @@ async def test_rate_limit_is_waited_out_and_reported_on_healthz(make_server):
 
         async def health() -> dict[str, Any] | None:
             async with httpx.AsyncClient() as http:
-                body = (await http.get(f"{server.url}/healthz")).json()
+                body = (await http.get(f"{server.url}/healthz", headers=OPERATOR_HEADERS)).json()
             ingester = body["ingesters"][0]
             return ingester if "rate limit" in (ingester["last_error"] or "") else None
 
