@@ -408,6 +408,12 @@ WsConnect = Callable[..., Any]
 ws_connect(url, **options) as ws``. Made by :func:`make_ws_connect`."""
 
 
+# The guard overrides the one method websockets opens every TCP connection with; a release
+# that renames it must fail loudly here rather than leave connections unguarded.
+if not callable(getattr(_ws_connect, "open_tcp_connection", None)):
+    raise ImportError("websockets.asyncio.client.connect lacks open_tcp_connection()")
+
+
 class _GuardedConnect(_ws_connect):
     """websockets' ``connect``, opening each connection (redirects too) to a checked address.
 
@@ -418,7 +424,7 @@ class _GuardedConnect(_ws_connect):
 
     policy: OutboundPolicy
 
-    async def create_connection(self) -> Any:
+    async def open_tcp_connection(self) -> Any:
         given = self.create_connection_kwargs
         host, port = self.ws_uri.host, self.ws_uri.port
         addresses = await resolve(host, port, self.policy)
@@ -427,7 +433,7 @@ class _GuardedConnect(_ws_connect):
             for address in addresses:
                 self.create_connection_kwargs = {**given, "host": address, "port": port}
                 try:
-                    return await super().create_connection()
+                    return await super().open_tcp_connection()
                 except OSError as exc:
                     error = exc
         finally:

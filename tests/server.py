@@ -119,6 +119,13 @@ class ServerProcess:
         response = httpx.get(f"{self.url}/healthz", headers=OPERATOR_HEADERS, timeout=5)
         return response.json()
 
+    def log_text(self) -> str:
+        """The whole server log so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
     def log(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-4000:]
