@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
+import certifi
 import httpcore
 import httpx
 from websockets.asyncio.client import connect as _ws_connect
@@ -355,7 +356,8 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
     def __init__(self, policy: OutboundPolicy, *, retries: int = 0) -> None:
         self.policy = policy
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl.create_default_context(),
+            # httpx's own default trust store (certifi), as before the guard.
+            ssl_context=ssl.create_default_context(cafile=certifi.where()),
             max_connections=100,
             max_keepalive_connections=20,
             keepalive_expiry=5.0,

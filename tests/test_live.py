@@ -11,6 +11,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from app.networks.demo import load_transcript
 from tests.factories import LiveClient, create_chat, post
+from tests.server import OPERATOR_HEADERS
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -208,7 +209,7 @@ async def test_restart_resumes_the_ingester_without_gap_or_duplicate(make_server
             if page["head"] >= head + 20:
                 break
             await asyncio.sleep(0.1)
-        health = (await http.get("/healthz")).json()
+        health = (await http.get("/healthz", headers=OPERATOR_HEADERS)).json()
     posts = [e["post"] for e in page["events"] if e["type"] == "post"]
     ids = [p["remote_id"] for p in posts]
     assert len(ids) == len(set(ids)), "a post was stored twice"
