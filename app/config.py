@@ -160,6 +160,62 @@ class Settings(BaseSettings):
         "`/healthz`; empty: nobody sees it there (moderators see their chat's).",
     )
 
+    # --- X (formerly Twitter) ---
+    x_api_url: str = Field(
+        "https://api.x.com",
+        description="X API v2 base URL used when a source gives no `api_url` (a compatible "
+        "proxy, or a test server).",
+    )
+    x_authorize_url: str = Field(
+        "https://x.com/i/oauth2/authorize",
+        description="X's OAuth 2.0 authorization page for Sign in with X.",
+    )
+    x_client_id: str = Field(
+        "",
+        description="OAuth 2.0 client id of your X app; empty hides Sign in with X.",
+    )
+    x_client_secret: str = Field(
+        "",
+        description="OAuth 2.0 client secret of your X app (empty for a public client).",
+    )
+    x_backfill: int = Field(
+        100, ge=0, description="Recent X posts read by search when a chat starts following."
+    )
+    x_poll_interval: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds between recent searches when the filtered stream is not used.",
+    )
+    x_stream: bool = Field(
+        True, description="Use X's filtered stream when the credentials allow it."
+    )
+    x_budget_per_hour: int = Field(
+        500, ge=0, description="Most X posts one source reads per clock hour (then it pauses)."
+    )
+    x_budget_per_session: int = Field(
+        2000,
+        ge=0,
+        description="Most X posts one source reads per scheduled session, or per UTC day "
+        "for chats without a schedule (then it pauses).",
+    )
+    x_cost_per_read: float = Field(
+        0.005, ge=0, description="Estimated USD cost of one X post read, for the spend shown."
+    )
+    x_compliance_interval: float = Field(
+        600.0,
+        gt=0,
+        description="Seconds between checks that the room's latest X posts still exist "
+        "(deleted ones are removed).",
+    )
+
+    # --- Test hooks: inert at their defaults; tests use them to force a timing window. ---
+    test_live_hold_after_history: float = Field(
+        0.0,
+        ge=0,
+        description="Test hook (keep 0): seconds a connecting live client, its history sent, "
+        "waits for another event to be committed before going live.",
+    )
+
     @model_validator(mode="after")
     def _refuse_dev_secret_in_production(self) -> Settings:
         if self.env == "production" and (

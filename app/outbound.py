@@ -57,6 +57,12 @@ _NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
 _SIXTOFOUR = ipaddress.ip_network("2002::/16")
 
 
+# Request extensions for a long-lived stream read piece by piece (``http.stream(...,
+# extensions=STREAMING)``): the caller bounds each piece itself, so the total is not capped.
+# The connection is guarded all the same.
+STREAMING: dict[str, Any] = {"hashroom.outbound_stream": True}
+
+
 class RefusedAddress(OSError):
     """The destination is not a public address (and not allowed by name)."""
 
@@ -367,6 +373,8 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         response = await super().handle_async_request(request)
+        if request.extensions.get("hashroom.outbound_stream"):
+            return response
         limit = self.policy.max_response_bytes
         length = response.headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
