@@ -19,8 +19,9 @@ from fastapi.responses import JSONResponse
 
 from ..db import check
 from ..deps import ModeratorDep
+from .errors import errors
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], responses=errors(403))
 
 
 def operator_authenticated(request: Request) -> bool:
@@ -64,6 +65,7 @@ async def healthz(request: Request) -> JSONResponse:
 @router.get(
     "/api/chats/{slug}/status",
     summary="The chat's sources: state, last error, posts stored (moderators)",
+    responses=errors(401, 404),
 )
 async def chat_status(slug: str, request: Request, _moderator: ModeratorDep) -> dict[str, Any]:
     """Each source of chat ``slug`` as its ingester sees it; moderators of the chat only."""
