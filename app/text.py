@@ -24,7 +24,10 @@ _NOT_BEFORE_TAG = frozenset("/=)")
 # A URL as people type it: an http(s) scheme then anything up to whitespace or markup
 # delimiters. Trailing punctuation is trimmed afterwards (see _trim_url), the way Mastodon
 # and twitter-text leave "see https://example.org." with the full stop outside the link.
-_URL_RE = re.compile(r"https?://[^\s<>\"]+", re.IGNORECASE)
+# A URL is at most MAX_URL characters (browsers and servers stop far earlier): a megabyte
+# of "https://a/)))…" is then one short link and plain text, not a megabyte to trim.
+MAX_URL = 4096
+_URL_RE = re.compile(rf"https?://[^\s<>\"]{{1,{MAX_URL}}}", re.IGNORECASE)
 _URL_TRAILING = ".,:;!?'\"*"
 _BRACKETS = {")": "(", "]": "[", "}": "{"}
 

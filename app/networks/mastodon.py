@@ -194,6 +194,12 @@ def _quote(status: dict[str, Any], domain: str) -> dict[str, Any] | None:
     }
 
 
+def opens_with_question(html: str) -> bool:
+    """True when a status's HTML opens with a question marker ("Q1: …"). Reads only the
+    opening :data:`QUESTION_PEEK` characters, so it costs the same on any size of post."""
+    return question_number(html_to_text(html[:QUESTION_PEEK])) is not None
+
+
 def parse_status(data: dict[str, Any], instance: str) -> RemotePost:
     """Map a Mastodon Status entity to a :class:`RemotePost`.
 
@@ -1228,7 +1234,7 @@ class MastodonFollower:
         """Watch ``post``'s thread when it is a question (see the class docstring)."""
         if post.local_id is None or post.local_id in self._questions:
             return
-        if question_number(html_to_text(post.html[:QUESTION_PEEK])) is None:
+        if not opens_with_question(post.html):
             return
         self._questions[post.local_id] = time.monotonic()
         while len(self._questions) > CONTEXT_QUESTIONS:
