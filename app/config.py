@@ -195,6 +195,14 @@ class Settings(BaseSettings):
         "(deleted ones are removed).",
     )
 
+    # --- Test hooks: inert at their defaults; tests use them to force a timing window. ---
+    test_live_hold_after_history: float = Field(
+        0.0,
+        ge=0,
+        description="Test hook (keep 0): seconds a connecting live client, its history sent, "
+        "waits for another event to be committed before going live.",
+    )
+
     # --- Hardening: post size limits, allowed hosts, HSTS --------------------------------
     max_post_text: int = Field(
         10000,

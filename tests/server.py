@@ -16,14 +16,16 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
+def in_ci() -> bool:
+    """True on CI (``CI=true``, any case), where a missing tool or a skip is a failure."""
+    return os.environ.get("CI", "").lower() == "true"
 
 
 def need_tool(available: bool, install_hint: str) -> None:
     """Skip when an outside tool is missing — except on CI, where that is a failure."""
     if available:
         return
-    if IN_CI:
+    if in_ci():
         pytest.fail(f"missing on CI: {install_hint}")
     pytest.skip(f"needs an outside tool: {install_hint}")
 
