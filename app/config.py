@@ -147,6 +147,30 @@ class Settings(BaseSettings):
     )
     http_timeout: float = Field(15.0, gt=0, description="Timeout (s) for outgoing HTTP calls.")
 
+    # --- outbound requests and operator access (docs/security.md) ---
+    outbound_allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names (JSON list) the server may reach even though they resolve to "
+        "a private or loopback address, e.g. a LAN instance. Development mode reaches any.",
+    )
+    outbound_max_response_bytes: int = Field(
+        5 * 1024 * 1024,
+        ge=1024,
+        description="Largest response body (bytes, after decompression) read from another "
+        "server; a longer one fails with an error saying so.",
+    )
+    outbound_max_frame_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        description="Largest websocket message (bytes) accepted from a streaming server or "
+        "relay; a longer one closes that connection (it reconnects).",
+    )
+    operator_token: str = Field(
+        "",
+        description="Bearer token that shows per-source detail (errors, cursors) on "
+        "`/healthz`; empty: nobody sees it there (moderators see their chat's).",
+    )
+
     # --- X (formerly Twitter) ---
     x_api_url: str = Field(
         "https://api.x.com",

@@ -12,6 +12,12 @@ from typing import Any
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
+from app.outbound import OutboundPolicy, make_ws_connect
+
+# The app's guarded websocket connect as development mode builds it (loopback allowed), for
+# protocol tests that construct followers themselves.
+DEV_WS_CONNECT = make_ws_connect(OutboundPolicy(allow_private=True))
+
 
 async def create_chat(base: str, hashtag: str = "edchat", **extra: Any) -> dict[str, Any]:
     body = {"hashtag": hashtag, "title": f"#{hashtag} test", "network": "native", **extra}

@@ -11,6 +11,7 @@ from websockets.exceptions import InvalidStatus
 
 from app.networks.demo import load_transcript
 from tests.factories import LiveClient, create_chat, eventually, post
+from tests.server import OPERATOR_HEADERS
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -205,7 +206,7 @@ async def test_restart_resumes_the_ingester_without_gap_or_duplicate(make_server
     server.start()
     page = await eventually(lambda: head_at_least(head + 20), "20 more events after restart")
     async with httpx.AsyncClient(base_url=server.url) as http:
-        health = (await http.get("/healthz")).json()
+        health = (await http.get("/healthz", headers=OPERATOR_HEADERS)).json()
     posts = [e["post"] for e in page["events"] if e["type"] == "post"]
     ids = [p["remote_id"] for p in posts]
     assert len(ids) == len(set(ids)), "a post was stored twice"

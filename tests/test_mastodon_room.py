@@ -13,6 +13,7 @@ import pytest
 
 from tests.factories import LiveClient, create_chat, eventually
 from tests.peers.mastodon import MastodonPeer
+from tests.server import OPERATOR_HEADERS
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -154,7 +155,7 @@ async def test_rate_limit_is_waited_out_and_reported_on_healthz(make_server):
 
         async def health() -> dict[str, Any] | None:
             async with httpx.AsyncClient() as http:
-                body = (await http.get(f"{server.url}/healthz")).json()
+                body = (await http.get(f"{server.url}/healthz", headers=OPERATOR_HEADERS)).json()
             ingester = body["ingesters"][0]
             return ingester if "rate limit" in (ingester["last_error"] or "") else None
 
@@ -478,7 +479,7 @@ async def test_a_follower_that_gives_up_is_restarted(make_server):
         tag_calls = [r for r in peer.requests if r.path.startswith("/api/v1/timelines/tag")]
         assert sum(r.status == 502 for r in tag_calls) == 8
         async with httpx.AsyncClient(base_url=server.url) as http:
-            health = (await http.get("/healthz")).json()
+            health = (await http.get("/healthz", headers=OPERATOR_HEADERS)).json()
         assert health["ingesters"][0]["restarts"] >= 1
 
 
