@@ -358,6 +358,7 @@ class HostLinkIn(BaseModel):
 @router.post(
     "/chats/{slug}/moderator-key",
     summary="Rotate the moderator key (moderators)",
+    responses=errors(401, 403),
     description="Makes a new moderator key and returns it with its link (shown only here). "
     "The old key, every moderator cookie made from it and every host link stop working.",
 )
@@ -381,6 +382,7 @@ async def rotate_moderator_key(
     "/chats/{slug}/host-links",
     status_code=201,
     summary="Make a host link (moderators)",
+    responses=errors(401, 403),
     description="A link that vouches for one person as a host or guest of this native room: "
     "their posts carry the badge, under the name given here, and skip the hold-for-review "
     "rules. It works until the moderator key is rotated.",

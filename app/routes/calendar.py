@@ -32,6 +32,7 @@ MAX_DAYS = 366
     "/api/chats/{slug}/schedule",
     tags=["api"],
     summary="Set or clear a chat's schedule (moderators)",
+    responses=errors(401, 403),
     description='Body: `{"start": "2026-12-01T19:00", "timezone": "America/New_York", '
     '"duration_minutes": 60, "rrule": "FREQ=WEEKLY;BYDAY=TU"}` (`rrule` optional), or '
     "`null` to clear it. A chat following a network with a schedule is followed only "
