@@ -136,6 +136,14 @@ class Settings(BaseSettings):
     )
     http_timeout: float = Field(15.0, gt=0, description="Timeout (s) for outgoing HTTP calls.")
 
+    # Reach: notifications, calendar alarms, the installable app, the Bluesky feed generator.
+    calendar_alarm_minutes: float = Field(
+        10.0,
+        ge=0,
+        le=10080,
+        description="Minutes before each session that calendar feeds ring an alarm (0: none).",
+    )
+
     @model_validator(mode="after")
     def _refuse_dev_secret_in_production(self) -> Settings:
         if self.env == "production" and (
