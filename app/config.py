@@ -143,6 +143,26 @@ class Settings(BaseSettings):
         le=10080,
         description="Minutes before each session that calendar feeds ring an alarm (0: none).",
     )
+    push_start_minutes: float = Field(
+        10.0,
+        gt=0,
+        le=1440,
+        description='Minutes before a session that its "starts soon" push notification is sent.',
+    )
+    push_contact: str = Field(
+        "",
+        pattern=r"^$|^(mailto:[^\s@]+@[^\s@]+|https://\S+)$",
+        description="Contact (mailto: or https:) given to push services in the VAPID token; "
+        "empty: HASHROOM_PUBLIC_URL when it is https.",
+    )
+    push_queue_size: int = Field(
+        1000,
+        ge=10,
+        description="Push notices and messages waiting to be sent before new ones are dropped.",
+    )
+    push_max_tries: int = Field(
+        5, ge=1, le=20, description="Attempts at delivering one push message before giving up."
+    )
 
     @model_validator(mode="after")
     def _refuse_dev_secret_in_production(self) -> Settings:

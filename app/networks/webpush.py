@@ -21,7 +21,7 @@ import http_ece
 import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from py_vapid import Vapid02
+from py_vapid import Vapid02, VapidException
 
 # RFC 8292 §2: the JWT must expire within 24 hours; 12 leaves room for clock skew.
 JWT_LIFETIME = 12 * 3600
@@ -161,8 +161,14 @@ async def deliver(
     through ``http``. Never raises for network or service errors: they become a
     :class:`Delivery`. ``topic`` lets a newer message replace an undelivered older one."""
     body = encrypt(json.dumps(message, separators=(",", ":")).encode(), subscription)
+    try:
+        authorization = vapid_authorization(keys, subscription.endpoint, subject)
+    except VapidException:
+        # py_vapid accepts only a host name or IPv4 literal as the audience, and a mailto: or
+        # https: contact: nothing a retry would change.
+        return Delivery("rejected", detail="cannot sign a VAPID token for this push service")
     headers = {
-        "Authorization": vapid_authorization(keys, subscription.endpoint, subject),
+        "Authorization": authorization,
         "Content-Encoding": "aes128gcm",
         "Content-Type": "application/octet-stream",
         "TTL": str(max(0, ttl)),
