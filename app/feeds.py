@@ -9,7 +9,7 @@ from Hashroom, and for ``at://<this service's did:web>/app.bsky.feed.generator/<
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import HTTPException
@@ -35,10 +35,17 @@ NETWORK = "bluesky"
 BSKY_FEED_URL = "https://bsky.app/profile/{did}/feed/{rkey}"
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+# A cursor before every post: year 9000 in microseconds, and any id.
+TOP = Cursor((datetime(9000, 1, 1, tzinfo=UTC) - EPOCH) // MICROSECOND, 2**62)
+
+
 def _micros(moment: datetime) -> int:
+    """Exact microseconds since the epoch (a float timestamp would round)."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1_000_000)
+    return (moment - EPOCH) // MICROSECOND
 
 
 class Feeds:
@@ -108,23 +115,31 @@ class Feeds:
             if pinned_ids:
                 query = query.where(Post.id.not_in(pinned_ids))  # type: ignore[union-attr]
             if after is not None:
-                moment = datetime.fromtimestamp(after.created_us / 1_000_000, UTC)
+                moment = EPOCH + after.created_us * MICROSECOND
                 query = query.where(
                     or_(
                         Post.created_at < moment,  # type: ignore[operator]
                         and_(Post.created_at == moment, Post.id < after.post_id),  # type: ignore[operator]
                     )
                 )
-            page = list(
-                session.execute(
-                    query.order_by(Post.created_at.desc(), Post.id.desc()).limit(limit)  # type: ignore[attr-defined,union-attr]
-                ).scalars()
+            # The pinned questions open the first page and count towards its limit.
+            lead = [] if after is not None else pinned[:limit]
+            wanted = limit - len(lead)
+            page = (
+                list(
+                    session.execute(
+                        query.order_by(Post.created_at.desc(), Post.id.desc()).limit(wanted)  # type: ignore[attr-defined,union-attr]
+                    ).scalars()
+                )
+                if wanted
+                else []
             )
-            items = ([] if after is not None else pinned) + page
             out: dict[str, Any] = {
-                "feed": [{"post": p.remote_id.split("#repost:")[0]} for p in items[:limit]]
+                "feed": [{"post": p.remote_id.split("#repost:")[0]} for p in lead + page]
             }
-            if len(page) == limit:
+            if not wanted:
+                out["cursor"] = TOP.encode()  # only pins fit: the next page starts at the top
+            elif len(page) == wanted:
                 last = page[-1]
                 out["cursor"] = Cursor(_micros(last.created_at), last.id).encode()  # type: ignore[arg-type]
             return out
