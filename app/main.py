@@ -30,6 +30,7 @@ from .rooms import DEMO_SLUG, Rooms, demo_moderator_key
 from .routes import accounts, api, health, live, pages, transcripts, wall
 from .routes import calendar as calendar_routes
 from .routes import feed as feed_routes
+from .routes import install as install_routes
 from .routes import moderation as moderation_routes
 from .routes import push as push_routes
 from .scheduler import Scheduler, upcoming_for_page
@@ -245,6 +246,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(accounts.router)
     app.include_router(push_routes.router)
     app.include_router(feed_routes.router)
+    app.include_router(install_routes.router)
     app.include_router(live.router)
     app.include_router(moderation_routes.router)
     app.include_router(transcripts.router)
