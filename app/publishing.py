@@ -346,6 +346,10 @@ class Accounts:
             assert fresh is not None
             existing = rooms.find_post(session, chat.id, rp.network, rp.remote_id)  # type: ignore[arg-type]
             if existing is not None:  # the stream was faster than our response
+                if existing.account_id is None:
+                    # Still ours: replies to it are replies to this account's post.
+                    existing.account_id = account_id
+                    session.add(existing)
                 return post_json(existing), []
             stored, frames = rooms._apply_batch(
                 session, fresh, None, [Upsert(rp)], pending=True, account_id=account_id

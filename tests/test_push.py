@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -202,3 +203,56 @@ async def test_expired_subscriptions_are_dropped_and_failures_retried(make_serve
     with sqlite3.connect(server.database_url.removeprefix("sqlite:///")) as db:
         endpoints = [row[0] for row in db.execute("SELECT endpoint FROM pushsubscription")]
     assert endpoints == [flaky["endpoint"]]
+
+
+async def test_a_reply_to_a_post_made_from_hashroom_notifies_its_author(make_server):
+    """A browser that connected a Mastodon account and asked for reply notices hears about
+    someone's reply to the post it made through Hashroom, once that reply reaches the room."""
+    from tests.peers.mastodon import MastodonPeer
+    from tests.test_mastodon_room import ENV, TAG, follow, posts_by_uri, streaming
+
+    server = make_server(**ENV)
+    async with (
+        MastodonPeer(domain="a.example") as instance,
+        PushService() as push,
+        httpx.AsyncClient(base_url=server.url, follow_redirects=True) as browser,
+    ):
+        slug = await follow(server, instance)
+        await streaming(instance)
+        page = await browser.get(f"/c/{slug}")
+        csrf = {"X-CSRF-Token": re.search(r'data-csrf="([^"]+)"', page.text)[1]}  # type: ignore[index]
+        token = instance.create_user_token("alice", "read write")
+        r = await browser.post(
+            "/api/accounts",
+            json={"network": "mastodon", "instance": instance.url, "access_token": token},
+            headers=csrf,
+        )
+        assert r.status_code == 201, r.text
+        account = r.json()
+        key = (await browser.get("/api/push/key")).json()["key"]
+        sub = push.subscribe(key)
+        r = await browser.post(
+            "/api/push/subscriptions",
+            json={"chat": slug, "kinds": ["reply"], "subscription": sub},
+            headers=csrf,
+        )
+        assert r.status_code == 201 and r.json()["replies_for_accounts"] == [account["id"]]
+
+        made = await browser.post(
+            f"/api/chats/{slug}/posts",
+            json={"text": "A1 tomatoes", "account_id": account["id"]},
+            headers=csrf,
+        )
+        assert made.status_code == 201, made.text
+        (status,) = [s for s in instance.statuses() if s["account"]["username"] == "alice"]
+        answer = instance.publish("bob", "A1 same here!", tags=[TAG], in_reply_to=status["id"])
+
+        deadline = asyncio.get_running_loop().time() + 10
+        while answer["uri"] not in await posts_by_uri(server.url, slug):
+            assert asyncio.get_running_loop().time() < deadline, "the reply never arrived"
+            await asyncio.sleep(0.05)
+        (message,) = await push.wait_for(1, sub["endpoint"])
+        assert message.payload["kind"] == "reply"
+        assert "replied to you in #TheChat" in message.payload["title"]
+        assert "A1 same here!" in message.payload["body"]
+        assert message.ttl == 86400
