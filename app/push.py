@@ -455,13 +455,15 @@ class Push:
                 select(PushSubscription, Chat).join(Chat, Chat.id == PushSubscription.chat_id)  # type: ignore[arg-type]
             ).all()
             jobs = []
+            # Expanded once per chat, however many subscribe to it.
+            next_of: dict[int, Any] = {}
             for row, chat in rows:
                 if "starts" not in row.kinds:
                     continue
-                schedule = schedule_of(chat)
-                if schedule is None:
-                    continue
-                upcoming = next_session(schedule, now)
+                if chat.id not in next_of:
+                    schedule = schedule_of(chat)
+                    next_of[chat.id] = next_session(schedule, now) if schedule else None  # type: ignore[index]
+                upcoming = next_of[chat.id]  # type: ignore[index]
                 if upcoming is None or upcoming.start - now > lead:
                     continue
                 told = row.notified_start
