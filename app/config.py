@@ -136,6 +136,54 @@ class Settings(BaseSettings):
     )
     http_timeout: float = Field(15.0, gt=0, description="Timeout (s) for outgoing HTTP calls.")
 
+    # --- X (formerly Twitter) ---
+    x_api_url: str = Field(
+        "https://api.x.com",
+        description="X API v2 base URL used when a source gives no `api_url` (a compatible "
+        "proxy, or a test server).",
+    )
+    x_authorize_url: str = Field(
+        "https://x.com/i/oauth2/authorize",
+        description="X's OAuth 2.0 authorization page for Sign in with X.",
+    )
+    x_client_id: str = Field(
+        "",
+        description="OAuth 2.0 client id of your X app; empty hides Sign in with X.",
+    )
+    x_client_secret: str = Field(
+        "",
+        description="OAuth 2.0 client secret of your X app (empty for a public client).",
+    )
+    x_backfill: int = Field(
+        100, ge=0, description="Recent X posts read by search when a chat starts following."
+    )
+    x_poll_interval: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds between recent searches when the filtered stream is not used.",
+    )
+    x_stream: bool = Field(
+        True, description="Use X's filtered stream when the credentials allow it."
+    )
+    x_budget_per_hour: int = Field(
+        500, ge=0, description="Most X posts one source reads per clock hour (then it pauses)."
+    )
+    x_budget_per_session: int = Field(
+        2000,
+        ge=0,
+        description="Most X posts one source reads per scheduled session, or per UTC day "
+        "for chats without a schedule (then it pauses).",
+    )
+    x_cost_per_read: float = Field(
+        0.005, ge=0, description="Estimated USD cost of one X post read, for the spend shown."
+    )
+    x_compliance_interval: float = Field(
+        600.0,
+        gt=0,
+        description="Seconds between checks that the room's latest X posts still exist "
+        "(deleted ones are removed).",
+    )
+
     # Reach: notifications, calendar alarms, the installable app, the Bluesky feed generator.
     calendar_alarm_minutes: float = Field(
         10.0,

@@ -10,6 +10,7 @@ after a capped, jittered backoff, so nothing is lost and nothing is stored twice
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import random
@@ -51,9 +52,11 @@ class IngestStatus:
     posts_stored: int = 0
     restarts: int = 0
     notices: list[str] = field(default_factory=list)
+    detail: dict[str, Any] = field(default_factory=dict)  # e.g. {"budget": {...}} from X
 
     def as_json(self) -> dict[str, Any]:
         return {
+            **self.detail,
             "source_id": self.source_id,
             "chat": self.chat,
             "network": self.network,
@@ -92,6 +95,9 @@ class _Context:
         if error:
             self._status.last_error = error
             self._status.last_error_at = time.time()
+
+    def detail(self, info: dict[str, Any]) -> None:
+        self._status.detail = dict(info)
 
     def notice(self, message: str) -> None:
         try:
@@ -204,10 +210,17 @@ class Ingester:
     async def _read(
         self, follower: Follower, cursor: str | None, ctx: _Context, queue: asyncio.Queue[Any]
     ) -> None:
+        batches = follower.follow(cursor, ctx)
         try:
-            async for batch in follower.follow(cursor, ctx):
+            async for batch in batches:
                 await queue.put(batch)
         except asyncio.CancelledError:
+            # Close the follower now, not at garbage collection: its cleanup (e.g. removing
+            # an X stream rule) must run while the HTTP client is still open.
+            aclose = getattr(batches, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
             raise
         except BaseException as exc:
             await queue.put(_End(exc))

@@ -20,7 +20,15 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from .models import Account, Chat, Post, Source
-from .networks.base import AuthError, LengthRule, NetworkError, RemotePost, RemoteRejected, Upsert
+from .networks.base import (
+    AuthError,
+    LengthRule,
+    NetworkError,
+    RemotePost,
+    RemoteRejected,
+    ReplyRefused,
+    Upsert,
+)
 from .present import post_json
 from .rooms import NotFound, Rooms
 from .security import Vault
@@ -45,6 +53,8 @@ class Target:
     author_handle: str
     network: str
     extra: dict[str, Any] = field(default_factory=dict)
+    post_id: int | None = None  # the post's id in the room
+    mode: str = "reply"  # "reply", or "quote" (a top-level post quoting it, where supported)
 
 
 @dataclass(slots=True)
@@ -54,6 +64,10 @@ class Published:
 
 
 class Publisher(Protocol):
+    """A network's posting. A publisher whose ``publish`` also accepts a target with
+    ``mode="quote"`` (a top-level post quoting it) says so with a ``quotes = True``
+    attribute."""
+
     network: str
 
     async def connect(self, fields: dict[str, Any]) -> Connected:
@@ -90,7 +104,12 @@ DESCRIBE_TIMEOUT = 3.0
 
 def derived_key(account_id: int, chat_id: int, final_text: str, target: Target | None) -> str:
     """An idempotency key for a post whose request brought none (stable for equal posts)."""
-    parts = [str(account_id), str(chat_id), target.remote_id if target else "", final_text]
+    parts = [
+        str(account_id),
+        str(chat_id),
+        f"{target.mode}:{target.remote_id}" if target else "",
+        final_text,
+    ]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
@@ -209,11 +228,24 @@ class Accounts:
         body: str,
         in_reply_to: int | None,
         idempotency_key: str | None,
+        quote_of: int | None = None,
     ) -> dict[str, Any]:
-        """Post as ``account`` in chat ``slug``; returns the stored (pending) post."""
+        """Post as ``account`` in chat ``slug``; returns the stored (pending) post.
+
+        ``quote_of`` makes a top-level post quoting that post (networks that support it).
+        A reply the network refuses by its own rules answers 403 with ``detail`` =
+        ``{"message", "fallbacks": {"quote_of", "intent_url"}}`` so the composer can offer
+        the other ways without losing the text."""
         pub = self.publisher(account.network)
         if not body.strip():
             raise HTTPException(422, "text: the post is empty")
+        if quote_of is not None and in_reply_to is not None:
+            raise HTTPException(422, "quote_of: give either in_reply_to or quote_of, not both")
+        if quote_of is not None and not getattr(pub, "quotes", False):
+            raise HTTPException(
+                422, f"quote_of: quoting a post is not offered for {account.network}"
+            )
+        referenced = in_reply_to if in_reply_to is not None else quote_of
 
         def load(session: Session) -> tuple[Chat, bool, Post | None]:
             chat = self.rooms.chat_by_slug(session, slug)
@@ -226,7 +258,7 @@ class Accounts:
                 ).first()
                 is not None
             )
-            parent = session.get(Post, in_reply_to) if in_reply_to is not None else None
+            parent = session.get(Post, referenced) if referenced is not None else None
             return chat, follows, parent
 
         try:
@@ -240,13 +272,14 @@ class Accounts:
                 "post with an account of a network it follows",
             )
         target = None
-        if in_reply_to is not None:
+        if referenced is not None:
+            name = "in_reply_to" if in_reply_to is not None else "quote_of"
             if parent is None or parent.chat_id != chat.id or parent.deleted:
-                raise HTTPException(404, f"in_reply_to: no post {in_reply_to} in this chat")
+                raise HTTPException(404, f"{name}: no post {referenced} in this chat")
             if parent.network != account.network:
                 raise HTTPException(
                     422,
-                    f"in_reply_to: that post is on {parent.network}; reply to it with a "
+                    f"{name}: that post is on {parent.network}; reply to it with a "
                     f"{parent.network} account",
                 )
             target = Target(
@@ -255,11 +288,13 @@ class Accounts:
                 author_handle=parent.author_handle,
                 network=parent.network,
                 extra=parent.extra,
+                post_id=parent.id,
+                mode="reply" if in_reply_to is not None else "quote",
             )
         secret = self.vault.open(account.secret)
         final = pub.compose(body.strip(), chat.hashtag, target)
         rule = await pub.length_rule(account, secret)
-        length = rule.count(final)
+        length = await asyncio.to_thread(rule.count, final)  # X's counting is not cheap
         if length > rule.limit:
             raise HTTPException(
                 422,
@@ -275,6 +310,19 @@ class Accounts:
         except AuthError as exc:
             raise HTTPException(
                 401, f"{account.network} refused your account ({exc}); sign in again"
+            ) from exc
+        except ReplyRefused as exc:
+            raise HTTPException(
+                403,
+                {
+                    "message": f"{account.network} refused this reply: {exc}. Your text is "
+                    "kept: post it as a quote of that post (with the hashtag), or open the "
+                    f"reply on {account.network}'s own site.",
+                    "fallbacks": {
+                        "quote_of": parent.id if parent is not None else None,
+                        "intent_url": exc.intent_url,
+                    },
+                },
             ) from exc
         except RemoteRejected as exc:
             raise HTTPException(422, f"{account.network} rejected the post: {exc}") from exc

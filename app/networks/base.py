@@ -116,6 +116,15 @@ class RemoteRejected(NetworkError):
     """The network refused the content itself (e.g. 422 too long); retrying will not help."""
 
 
+class ReplyRefused(RemoteRejected):
+    """The network refused a reply by a rule of its own (not the content): the user may post
+    another way. ``intent_url`` opens the network's own web composer as that reply."""
+
+    def __init__(self, message: str, *, intent_url: str | None = None, status: int | None = None):
+        super().__init__(message, status=status)
+        self.intent_url = intent_url
+
+
 class FollowContext(Protocol):
     """What a following adapter may tell the ingester while it runs."""
 
@@ -124,6 +133,10 @@ class FollowContext(Protocol):
 
     def notice(self, message: str) -> None:
         """Tell the room something its readers should know (shown once in the column)."""
+
+    def detail(self, info: dict[str, Any]) -> None:
+        """Operator-facing facts about the source (e.g. a read budget), shown to moderators
+        and in the operator view of /healthz; replaces what was given before."""
 
 
 class Follower(Protocol):

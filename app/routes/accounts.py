@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from typing import Any
 
@@ -17,7 +18,8 @@ router = APIRouter(prefix="/api", tags=["accounts"])
 
 class AccountIn(BaseModel):
     """Network-specific fields ride along: Mastodon `instance` + `access_token`; Bluesky
-    `service` (optional) + `identifier` + `app_password`."""
+    `service` (optional) + `identifier` + `app_password`; X `access_token` (OAuth 2.0 user
+    token) + `refresh_token` and `expires_in` (optional)."""
 
     model_config = {"extra": "allow"}
     network: str = Field(max_length=20)
@@ -118,4 +120,27 @@ async def publish_via_account(request: Request, slug: str, body: Any) -> dict[st
         body.text,
         body.in_reply_to,
         request.headers.get("idempotency-key"),
+        quote_of=getattr(body, "quote_of", None),
     )
+
+
+class LengthIn(BaseModel):
+    network: str = Field(max_length=20)
+    text: str = Field(max_length=5000)
+
+
+@router.post(
+    "/length",
+    summary="A post's length as a network counts it",
+    description="For the composer's counter where counting needs the network's own library "
+    "(X: weighted characters). `{length, limit}`; changes nothing.",
+)
+async def post_length(body: LengthIn, request: Request) -> dict[str, Any]:
+    rules = getattr(request.app.state, "length_rules", {})
+    rule = rules.get(body.network)
+    if rule is None:
+        raise HTTPException(
+            422, f"network: no server-side counter for {body.network!r}; count graphemes"
+        )
+    # A thread: counting X's way costs up to a few tenths of a second for 5,000 characters.
+    return {"length": await asyncio.to_thread(rule.count, body.text), "limit": rule.limit}

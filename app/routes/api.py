@@ -51,6 +51,9 @@ class PostIn(BaseModel):
     author: str = Field("", max_length=60)
     in_reply_to: int | None = None
     account_id: int | None = None
+    quote_of: int | None = Field(
+        None, description="Post quoting this post instead of replying (X, with account_id)."
+    )
 
 
 class QuestionIn(BaseModel):

@@ -256,12 +256,12 @@ async def callback(
             },
         ),
     )
-    await _forget_older(request, account)
+    await forget_older(request, account)
     remember(request, account)
     return RedirectResponse(back, status_code=303)
 
 
-async def _forget_older(request: Request, account: Account) -> None:
+async def forget_older(request: Request, account: Account) -> None:
     """Signing in again as the same person replaces this session's older copy (whose token
     is revoked), so "Post as" lists each account once."""
     accounts = request.app.state.accounts

@@ -249,3 +249,17 @@ async def undo_action(
     slug: str, action_id: int, moderation: ModerationDep, actor: ActorDep
 ) -> dict[str, Any]:
     return await checked(moderation.undo(slug, action_id, actor))
+
+
+# -- sources -----------------------------------------------------------------------------------
+
+
+@router.get(
+    "/sources",
+    summary="How each followed source is doing (moderators)",
+    description="State, last error and, for X, the posts read this hour and session with the "
+    "estimated spend (`budget`). Tokens are never included.",
+)
+async def list_sources(slug: str, request: Request, _actor: ActorDep) -> dict[str, Any]:
+    statuses = [s for s in request.app.state.ingest.statuses() if s.get("chat") == slug]
+    return {"sources": statuses}

@@ -40,6 +40,7 @@ FORM_FIELDS = (
     "bluesky_stream",
     "bluesky_url",
     "bluesky_identifier",
+    "follow_x",
 )
 
 
@@ -68,6 +69,11 @@ def sources_from_form(form: Any) -> list[dict[str, Any]]:
                 raise ValueError("Bluesky: give both the handle and an app password, or neither")
             source["identifier"], source["app_password"] = identifier, password
         sources.append(source)
+    if form.get("follow_x"):
+        token = str(form.get("x_bearer_token", "")).strip()
+        if not token:
+            raise ValueError("X: give your app's bearer token (X reading is paid, by you)")
+        sources.append({"network": "x", "bearer_token": token})
     return sources
 
 

@@ -19,7 +19,7 @@ from ..config import Settings
 
 log = logging.getLogger(__name__)
 
-NETWORK_MODULES = ("mastodon", "bluesky")
+NETWORK_MODULES = ("mastodon", "bluesky", "x")
 
 
 def install_all(app: FastAPI, settings: Settings) -> list[str]:

@@ -33,6 +33,7 @@ function setUp(box) {
     chosen.value = id;
     chosen.dataset.limit = id ? option.dataset.limit || "" : "";
     chosen.dataset.handle = id ? option.dataset.handle || "" : "";
+    chosen.dataset.network = id ? option.dataset.network || "" : "";
     choice.hidden = select.options.length === 0;
     signOut.hidden = !id;
     // Posting as an account needs no display name; a room of network posts never takes one.
@@ -52,7 +53,7 @@ function setUp(box) {
   }
 
   function accountOption(account) {
-    const label = { mastodon: "Mastodon", bluesky: "Bluesky" }[account.network] || account.network;
+    const label = { mastodon: "Mastodon", bluesky: "Bluesky", x: "X" }[account.network] || account.network;
     const option = new Option(`${account.handle} (${label})`, String(account.id));
     option.dataset.network = account.network;
     option.dataset.handle = account.handle;
@@ -205,7 +206,7 @@ function setUp(box) {
       if (native || chosen.value) return;
       event.preventDefault();
       event.stopImmediatePropagation();
-      const names = [signIn && "Mastodon", bsky && "Bluesky"].filter(Boolean);
+      const names = [signIn && "Mastodon", bsky && "Bluesky", $("x-signin") && "X"].filter(Boolean);
       const message = names.length ? `Sign in with ${names.join(" or ")} to post in this room.` : "Choose an account to post with.";
       const composerError = $("composer-error");
       if (composerError) composerError.textContent = message;

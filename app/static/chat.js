@@ -219,10 +219,31 @@ if (form) {
   if (!nameInput.value) nameInput.value = store.get("hashroom.name") || "";
   if (!textArea.value) textArea.value = store.get(draftKey) || "";
 
+  // X counts in weighted characters (links 23, CJK and emoji 2). The server counts with
+  // the twitter-text library; until its answer for the current text arrives, the last
+  // answer plus the graphemes typed since stands in.
+  let weighed = null;
+  let countTimer = null;
+  const networkOf = () => asAccount()?.dataset.network || "";
+  const lengthOf = (final) => {
+    if (networkOf() !== "x") return graphemeCount(final);
+    if (weighed && weighed.text === final) return weighed.length;
+    clearTimeout(countTimer);
+    countTimer = setTimeout(async () => {
+      const response = await api("POST", "/api/length", { network: "x", text: final });
+      if (response.ok && typeof response.data?.length === "number") {
+        weighed = { text: final, length: response.data.length };
+        refreshComposer();
+      }
+    }, 150);
+    return weighed ? Math.max(0, weighed.length + graphemeCount(final) - graphemeCount(weighed.text)) : graphemeCount(final);
+  };
+
   const refreshComposer = () => {
     const text = textArea.value;
     const final = withHashtag(text, hashtag);
-    const left = maxLength() - graphemeCount(final);
+    const left = maxLength() - lengthOf(final);
+    counter.dataset.rule = networkOf() === "x" ? "x-weighted" : "graphemes";
     const band = left < 0 ? "over" : left <= 20 ? "warn" : "ok";
     counter.dataset.state = band;
     counter.textContent = left < 0 ? `${-left} over the limit` : `${left} left`;
@@ -235,8 +256,21 @@ if (form) {
     return left;
   };
 
+  const fallbacks = $("composer-fallbacks");
   const showError = (message) => {
     error.textContent = message;
+    if (!message && fallbacks) fallbacks.hidden = true;
+  };
+  // A reply the network refused by its own rule (X, since February 2026): offer a quote
+  // post with the tag, or the network's own reply page, keeping the typed text either way.
+  const offerFallbacks = (found) => {
+    if (!fallbacks) return;
+    const intent = $("fallback-intent");
+    intent.hidden = !found.intent_url;
+    if (found.intent_url) intent.href = found.intent_url;
+    $("fallback-quote").dataset.quoteOf = found.quote_of ? String(found.quote_of) : "";
+    $("fallback-quote").hidden = !found.quote_of;
+    fallbacks.hidden = false;
   };
 
   textArea.addEventListener("input", () => {
@@ -259,9 +293,18 @@ if (form) {
     textArea.focus();
   });
 
+  let quoteOf = null;
+  $("fallback-quote")?.addEventListener("click", () => {
+    quoteOf = Number($("fallback-quote").dataset.quoteOf) || null;
+    setReply(null);
+    form.requestSubmit();
+  });
+
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     if (isBusy(submit)) return;
+    const quoting = quoteOf;
+    quoteOf = null;
     const author = nameInput.value.trim();
     const text = textArea.value;
     const left = refreshComposer();
@@ -287,6 +330,7 @@ if (form) {
       author,
       in_reply_to: replyTo ? postId(replyTo.id) : null,
       ...(asAccount() ? { account_id: Number(account.value) } : {}),
+      ...(quoting ? { quote_of: quoting } : {}),
     });
     submit.textContent = "Post";
     if (response.ok) {
@@ -300,6 +344,8 @@ if (form) {
       return;
     }
     showError(errorText(response.status, response.data));
+    const found = response.data?.detail?.fallbacks;
+    if (response.status === 403 && found) offerFallbacks(found);
   });
 
   $("composer-fields").disabled = false;

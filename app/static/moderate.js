@@ -146,6 +146,20 @@ function renderLog(actions) {
   $("mod-log-empty").hidden = actions.length > 0;
 }
 
+function renderSources(sources) {
+  $("mod-sources").replaceChildren(
+    ...sources.map((s) => {
+      const label = NETWORK_LABELS[s.network] || s.network;
+      const b = s.budget;
+      const spend = b
+        ? ` · ${b.hour_reads}/${b.per_hour} posts read this hour, ${b.session_reads}/${b.per_session} this session, about $${Number(b.estimated_cost_session).toFixed(2)} this session`
+        : "";
+      return el("li", { className: "mod-item", "data-network": s.network }, `${label}: ${s.state}${spend}`);
+    }),
+  );
+  $("mod-sources-empty").hidden = sources.length > 0;
+}
+
 // ---------------------------------------------------------------------------------------
 // Loading
 
@@ -155,12 +169,13 @@ let generation = 0;
 
 async function load() {
   const mine = ++generation;
-  const [held, people, blocks, rules, actions] = await Promise.all([
+  const [held, people, blocks, rules, actions, sources] = await Promise.all([
     api("GET", `${base}/held`),
     api("GET", `${base}/people`),
     api("GET", `${base}/blocks`),
     api("GET", `${base}/rules`),
     api("GET", `${base}/actions?limit=50`),
+    api("GET", `${base}/sources`),
   ]);
   if (mine !== generation) return;
   const failed = [held, people, blocks, rules, actions].find((r) => !r.ok);
@@ -173,6 +188,7 @@ async function load() {
   renderBlocks(blocks.data.blocks);
   renderRules(rules.data.rules);
   renderLog(actions.data.actions);
+  if (sources.ok) renderSources(sources.data.sources);
 }
 
 async function act(button, method, url, body, done) {
