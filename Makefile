@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 BLUESKY_PEER_INSTALL := tests/peers/bluesky/install.sh
 
 .DEFAULT_GOAL := help
-.PHONY: help install migrate run test lint format bench clean distclean
+.PHONY: help install migrate run test lint format bench mutants clean distclean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -52,6 +52,43 @@ format: $(INSTALLED) ## Fix what ruff can fix and format the code
 
 bench: $(INSTALLED) ## Run the fan-out benchmark
 	$(BIN)/python bench/fanout.py
+
+# Mutation testing (mutmut 2): each module is mutated one change at a time, and the tests
+# that own it must fail. It runs on a copy of the committed tree (REV, default HEAD) under
+# build/mutants/, so the working tree is never touched; reports land in build/mutants-report/.
+# Slow (minutes per module): not part of `make test` or CI. MODULES picks a subset.
+REV ?= HEAD
+MUTANT_RUNS ?= text events live hub security
+MUTANTS_TEXT := app/text.py|tests/test_text.py tests/test_sanitize.py
+MUTANTS_EVENTS := app/events.py|tests/test_events.py tests/test_live.py
+MUTANTS_LIVE := app/routes/live.py|tests/test_live.py tests/test_live_windows.py
+MUTANTS_HUB := app/hub.py|tests/test_hub.py tests/test_live.py tests/test_live_windows.py
+MUTANTS_SECURITY := app/security.py|tests/test_security.py tests/test_live_windows.py
+
+mutants: $(INSTALLED) ## Mutation-test the core modules (slow; see docs/development.md)
+	@rm -rf build/mutants && mkdir -p build/mutants build/mutants-report
+	git archive $(REV) | tar -x -C build/mutants
+	@for run in $(MUTANT_RUNS); do \
+		case $$run in \
+			text) spec='$(MUTANTS_TEXT)';; events) spec='$(MUTANTS_EVENTS)';; \
+			live) spec='$(MUTANTS_LIVE)';; hub) spec='$(MUTANTS_HUB)';; \
+			security) spec='$(MUTANTS_SECURITY)';; *) echo "unknown run $$run"; exit 1;; \
+		esac; \
+		module=$${spec%%|*}; tests=""; \
+		for t in $${spec#*|}; do [ -f build/mutants/$$t ] && tests="$$tests $$t"; done; \
+		echo "== $$module <-$$tests"; \
+		( cd build/mutants && rm -f .mutmut-cache && \
+		  CI=true $(CURDIR)/$(BIN)/mutmut run --paths-to-mutate $$module --no-progress \
+			--simple-output --runner "$(CURDIR)/$(BIN)/python -m pytest -x -q -p no:cacheprovider$$tests" \
+			> $(CURDIR)/build/mutants-report/$$run.log 2>&1; \
+		  $(CURDIR)/$(BIN)/mutmut results > $(CURDIR)/build/mutants-report/$$run.txt 2>&1; \
+		  $(CURDIR)/$(BIN)/python -c 'import sqlite3, sys; rows = dict(sqlite3.connect(".mutmut-cache").execute("select status, count(*) from mutant group by status")); n = sum(rows.values()); k = rows.get("ok_killed", 0) + rows.get("bad_timeout", 0); print(f"{sys.argv[1]}: {k}/{n} killed ({100 * k / max(n, 1):.1f}%)", rows)' $$module \
+			> $(CURDIR)/build/mutants-report/$$run.score; \
+		  for id in $$($(CURDIR)/$(BIN)/mutmut result-ids survived); do \
+			$(CURDIR)/$(BIN)/mutmut show $$id; done \
+			> $(CURDIR)/build/mutants-report/$$run.survivors.diff 2>&1 ); \
+		cat build/mutants-report/$$run.score; \
+	done
 
 clean: ## Remove caches and build leftovers (keeps .venv, the database and bench results)
 	rm -rf .pytest_cache .ruff_cache build dist *.egg-info

@@ -136,6 +136,30 @@ class Settings(BaseSettings):
     )
     http_timeout: float = Field(15.0, gt=0, description="Timeout (s) for outgoing HTTP calls.")
 
+    # --- outbound requests and operator access (docs/security.md) ---
+    outbound_allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names (JSON list) the server may reach even though they resolve to "
+        "a private or loopback address, e.g. a LAN instance. Development mode reaches any.",
+    )
+    outbound_max_response_bytes: int = Field(
+        5 * 1024 * 1024,
+        ge=1024,
+        description="Largest response body (bytes, after decompression) read from another "
+        "server; a longer one fails with an error saying so.",
+    )
+    outbound_max_frame_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        description="Largest websocket message (bytes) accepted from a streaming server or "
+        "relay; a longer one closes that connection (it reconnects).",
+    )
+    operator_token: str = Field(
+        "",
+        description="Bearer token that shows per-source detail (errors, cursors) on "
+        "`/healthz`; empty: nobody sees it there (moderators see their chat's).",
+    )
+
     # --- X (formerly Twitter) ---
     x_api_url: str = Field(
         "https://api.x.com",
@@ -182,6 +206,14 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds between checks that the room's latest X posts still exist "
         "(deleted ones are removed).",
+    )
+
+    # --- Test hooks: inert at their defaults; tests use them to force a timing window. ---
+    test_live_hold_after_history: float = Field(
+        0.0,
+        ge=0,
+        description="Test hook (keep 0): seconds a connecting live client, its history sent, "
+        "waits for another event to be committed before going live.",
     )
 
     # Reach: notifications, calendar alarms, the installable app, the Bluesky feed generator.

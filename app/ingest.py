@@ -150,7 +150,14 @@ class Ingester:
                 return
             except Exception as exc:
                 self.status.restarts += 1
-                self.status.last_error = f"{type(exc).__name__}: {exc}"
+                # Network errors are worded from status codes and kinds of failure only
+                # (docs/security.md); any other exception's text may quote what a server
+                # sent, so only its type is shown (the log keeps the traceback).
+                self.status.last_error = (
+                    f"{type(exc).__name__}: {exc}"
+                    if isinstance(exc, NetworkError)
+                    else f"{type(exc).__name__} (details in the server log)"
+                )
                 self.status.last_error_at = time.time()
                 delay = backoff_delay(
                     attempt, self.settings.backoff_base, self.settings.backoff_cap

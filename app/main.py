@@ -23,6 +23,7 @@ from .hub import Hub
 from .ingest import FollowerFactory, IngestManager
 from .models import Chat, Source
 from .moderation import Moderation
+from .outbound import OutboundPolicy, make_http_client, make_ws_connect
 from .present import Presenter
 from .publishing import Accounts, Publisher
 from .push import Push
@@ -136,10 +137,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        http = httpx.AsyncClient(
+        # Everything the server fetches goes through this client or app.state.ws_connect
+        # (app/outbound.py): checked destinations, pinned addresses, capped sizes.
+        http = make_http_client(
+            app.state.outbound,
             timeout=settings.http_timeout,
-            headers={"User-Agent": "Hashroom/0.1 (+https://github.com/hashroom)"},
-            follow_redirects=True,
+            user_agent="Hashroom/0.1 (+https://github.com/hashroom)",
         )
         engine = make_engine(settings.database_url)
         hub = Hub()
@@ -204,6 +207,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.accounts = None
     app.state.publish_via_account = accounts.publish_via_account
     app.state.validate_schedule = _validate_schedule
+    app.state.outbound = OutboundPolicy.from_settings(settings)
+    app.state.ws_connect = make_ws_connect(app.state.outbound)
     app.state.startup_hooks = []
 
     install_all(app, settings)

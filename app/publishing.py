@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import secrets
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -61,6 +62,9 @@ class Target:
 class Published:
     post: RemotePost
     secret: dict[str, Any] | None = None  # refreshed credentials to store, if they changed
+
+
+log = logging.getLogger(__name__)
 
 
 class Publisher(Protocol):
@@ -336,8 +340,11 @@ class Accounts:
                     f"{int(exc.retry_after) + 1} s (your draft is kept)",
                     headers=headers,
                 ) from exc
+            # The upstream's own answer (often an HTML error page) goes to the log only.
+            log.warning("posting to %s failed: %s", account.network, exc)
+            said = f"it answered HTTP {exc.status}" if exc.status else "it did not answer"
             raise HTTPException(
-                502, f"could not post to {account.network}: {exc} (your draft is kept)"
+                502, f"could not post to {account.network}: {said} (your draft is kept)"
             ) from exc
         if result.secret is not None:
             await self._reseal(account.id, result.secret)  # type: ignore[arg-type]

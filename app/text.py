@@ -56,7 +56,8 @@ _DROP_WITH_CONTENT = frozenset(
 _CLEANER = nh3.Cleaner(
     tags=set(ALLOWED_TAGS),
     clean_content_tags=set(_DROP_WITH_CONTENT),
-    attributes={"a": {"href"}},
+    # "*": nothing on every tag; without it ammonia's defaults keep `lang` and `title`.
+    attributes={"a": {"href"}, "*": set()},
     allowed_classes={"a": set(ALLOWED_CLASSES), "span": set(ALLOWED_CLASSES)},
     link_rel=LINK_REL,
     set_tag_attribute_values={"a": {"target": LINK_TARGET}},

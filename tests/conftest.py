@@ -9,7 +9,7 @@ import pytest
 
 from tests.server import ServerProcess, migrate
 
-pytest_plugins = ["tests.browser"]
+pytest_plugins = ["tests.browser", "tests.ci_guard", "pytester"]
 
 
 @pytest.fixture

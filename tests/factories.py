@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
+
+from app.outbound import OutboundPolicy, make_ws_connect
+
+# The app's guarded websocket connect as development mode builds it (loopback allowed), for
+# protocol tests that construct followers themselves.
+DEV_WS_CONNECT = make_ws_connect(OutboundPolicy(allow_private=True))
 
 
 async def create_chat(base: str, hashtag: str = "edchat", **extra: Any) -> dict[str, Any]:
@@ -75,3 +83,15 @@ class LiveClient:
 
     async def close(self) -> None:
         await self.conn.close()
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 8.0) -> Any:
+    """Poll ``check`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)

@@ -16,14 +16,21 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
+# Every test server accepts this operator token: /healthz shows per-source detail with it.
+OPERATOR_TOKEN = "test-operator-token-0123456789abcdef"
+OPERATOR_HEADERS = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+
+
+def in_ci() -> bool:
+    """True on CI (``CI=true``, any case), where a missing tool or a skip is a failure."""
+    return os.environ.get("CI", "").lower() == "true"
 
 
 def need_tool(available: bool, install_hint: str) -> None:
     """Skip when an outside tool is missing — except on CI, where that is a failure."""
     if available:
         return
-    if IN_CI:
+    if in_ci():
         pytest.fail(f"missing on CI: {install_hint}")
     pytest.skip(f"needs an outside tool: {install_hint}")
 
@@ -60,6 +67,7 @@ class ServerProcess:
             "HOST": "127.0.0.1",
             "HASHROOM_LOG_LEVEL": "INFO",
             "HASHROOM_DEMO_ENABLED": "false",
+            "HASHROOM_OPERATOR_TOKEN": OPERATOR_TOKEN,
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None
@@ -109,6 +117,18 @@ class ServerProcess:
     def restart(self) -> ServerProcess:
         self.stop()
         return self.start()
+
+    def operator_health(self) -> dict:
+        """``/healthz`` as the operator sees it (with per-source ``ingesters``)."""
+        response = httpx.get(f"{self.url}/healthz", headers=OPERATOR_HEADERS, timeout=5)
+        return response.json()
+
+    def log_text(self) -> str:
+        """The whole server log so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
 
     def log(self) -> str:
         try:

@@ -25,6 +25,7 @@ from app.networks.bluesky import (
     search_posts,
     sign_in,
 )
+from tests.factories import DEV_WS_CONNECT
 from tests.peers.bluesky import PdsAccount, ReferencePds
 from tests.peers.jetstream import JetstreamServer
 
@@ -120,7 +121,9 @@ async def test_firehose_follower_reads_tagged_posts_and_deletes(
     alice = await pds.create_account("fh-alice.test")
     bob = await pds.create_account("fh-bob.test")
     resolver = IdentityResolver(http, plc_url=pds.plc_url)
-    follower = FirehoseFollower(http, pds.pds_url, "FireTag", resolver, backoff_base=0.05)
+    follower = FirehoseFollower(
+        http, pds.pds_url, "FireTag", resolver, backoff_base=0.05, connect=DEV_WS_CONNECT
+    )
     gen = follower.follow("0", Ctx())
     reader = Reader(gen)
     uris = await post_the_set(pds, alice, bob, "FireTag")
@@ -141,7 +144,9 @@ async def test_firehose_follower_resumes_from_cursor_without_duplicates(
     """A follower restarted from the last cursor yields only what came after it."""
     alice = await pds.create_account("fh-resume.test")
     resolver = IdentityResolver(http, plc_url=pds.plc_url)
-    first = FirehoseFollower(http, pds.pds_url, "ResumeTag", resolver).follow("0", Ctx())
+    first = FirehoseFollower(
+        http, pds.pds_url, "ResumeTag", resolver, connect=DEV_WS_CONNECT
+    ).follow("0", Ctx())
     one = await pds.post(alice, "#ResumeTag one", facets=[tag_facet("#ResumeTag one", "ResumeTag")])
     cursor = None
     async with asyncio.timeout(10):
@@ -151,7 +156,9 @@ async def test_firehose_follower_resumes_from_cursor_without_duplicates(
                 cursor = batch.cursor
     await first.aclose()
     two = await pds.post(alice, "#ResumeTag two", facets=[tag_facet("#ResumeTag two", "ResumeTag")])
-    second = FirehoseFollower(http, pds.pds_url, "ResumeTag", resolver).follow(cursor, Ctx())
+    second = FirehoseFollower(
+        http, pds.pds_url, "ResumeTag", resolver, connect=DEV_WS_CONNECT
+    ).follow(cursor, Ctx())
     async with asyncio.timeout(10):
         batch = await anext(second)
         while not batch.changes:
@@ -169,9 +176,9 @@ async def test_firehose_future_cursor_restarts_live_and_profile_follows(
     await pds.set_profile(alice, "Alice <Future>")
     resolver = IdentityResolver(http, plc_url=pds.plc_url)
     ctx = Ctx()
-    gen = FirehoseFollower(http, pds.pds_url, "FutureTag", resolver, backoff_base=0.05).follow(
-        "99999999", ctx
-    )
+    gen = FirehoseFollower(
+        http, pds.pds_url, "FutureTag", resolver, backoff_base=0.05, connect=DEV_WS_CONNECT
+    ).follow("99999999", ctx)
     reading = asyncio.ensure_future(anext(gen))
     async with asyncio.timeout(10):
         while not any(s == "reconnecting" and "FutureCursor" in (e or "") for s, e in ctx.states):
@@ -224,6 +231,7 @@ async def test_jetstream_follower_via_relay_with_search_history(
             resolver,
             account=account,
             search_service=jetstream.http_url,
+            connect=DEV_WS_CONNECT,
         )
         gen = follower.follow(None, Ctx())
         reader = Reader(gen)
@@ -338,9 +346,9 @@ async def test_search_through_a_pds_without_appview_fails_cleanly(
     account = AccountClient(http, session)
     resolver = IdentityResolver(http, plc_url=pds.plc_url)
     ctx = Ctx()
-    gen = FirehoseFollower(http, pds.pds_url, "NoSearch", resolver, account=account).follow(
-        None, ctx
-    )
+    gen = FirehoseFollower(
+        http, pds.pds_url, "NoSearch", resolver, account=account, connect=DEV_WS_CONNECT
+    ).follow(None, ctx)
     reading = asyncio.ensure_future(anext(gen))
     async with asyncio.timeout(10):
         while not any((e or "").startswith("history search failed") for _, e in ctx.states):

@@ -32,6 +32,7 @@ from app.networks.bluesky import (
     reply_ref,
     search_posts,
 )
+from tests.factories import DEV_WS_CONNECT
 from tests.peers.jetstream import JetstreamServer
 
 ALICE = "did:plc:alice000000000000000000a"
@@ -107,7 +108,7 @@ def follower(http: httpx.AsyncClient, server: JetstreamServer, **kwargs: Any) ->
     resolver = IdentityResolver(http, plc_url=server.http_url)
     kwargs.setdefault("backoff_base", 0.05)
     kwargs.setdefault("backoff_cap", 0.2)
-    return JetstreamFollower(http, server.url, TAG, resolver, **kwargs)
+    return JetstreamFollower(http, server.url, TAG, resolver, connect=DEV_WS_CONNECT, **kwargs)
 
 
 # --- facets -------------------------------------------------------------------------------
@@ -559,7 +560,7 @@ async def test_search_posts_maps_errors(
     with pytest.raises(AuthError):
         await search_posts(account, TAG)
     jetstream.fail_next_search(400, {"error": "InvalidRequest", "message": "bad since"})
-    with pytest.raises(RemoteRejected, match="bad since"):
+    with pytest.raises(RemoteRejected, match=r"HTTP 400 \(InvalidRequest\)$"):
         await search_posts(account, TAG)
     jetstream.fail_next_search(502, {"error": "UpstreamFailure", "message": "down"})
     with pytest.raises(NetworkError) as upstream:

@@ -19,6 +19,7 @@ import pytest_asyncio
 
 from app.config import DEV_SECRET
 from app.networks.bluesky import NO_HISTORY_NOTICE
+from app.outbound import OutboundPolicy
 from app.security import Vault
 from app.sources.bluesky import normalize_service, normalize_stream_url
 from tests.browser import CHROMIUM, LAUNCH_ARGS, PageErrors, axe_violations, describe
@@ -552,25 +553,29 @@ async def test_bad_bluesky_sources_and_sign_ins_are_refused_clearly(make_server:
         assert r.status_code == 422 and "identifier" in r.json()["detail"]
 
 
+PRODUCTION_POLICY = OutboundPolicy()
+DEV_POLICY = OutboundPolicy(allow_private=True)
+
+
 def test_stream_and_service_addresses_are_normalised() -> None:
     """Bare hosts get their endpoint path; private addresses are refused in production."""
-    assert normalize_stream_url("wss://js.example", "jetstream", allow_local=False) == (
+    assert normalize_stream_url("wss://js.example", "jetstream", policy=PRODUCTION_POLICY) == (
         "wss://js.example/subscribe"
     )
-    assert normalize_stream_url("WSS://Relay.Example/", "firehose", allow_local=False) == (
+    assert normalize_stream_url("WSS://Relay.Example/", "firehose", policy=PRODUCTION_POLICY) == (
         "wss://relay.example/xrpc/com.atproto.sync.subscribeRepos"
     )
-    assert normalize_stream_url("ws://localhost:8/subscribe", "jetstream", allow_local=True) == (
+    assert normalize_stream_url("ws://localhost:8/subscribe", "jetstream", policy=DEV_POLICY) == (
         "ws://localhost:8/subscribe"
     )
     for address in ("wss://10.0.0.5/subscribe", "ws://127.0.0.1/subscribe"):
-        with pytest.raises(ValueError, match="local or private"):
-            normalize_stream_url(address, "jetstream", allow_local=False)
-    assert normalize_service("https://pds.example/", "service", allow_local=False) == (
+        with pytest.raises(ValueError, match="not a public address|use wss:"):
+            normalize_stream_url(address, "jetstream", policy=PRODUCTION_POLICY)
+    assert normalize_service("https://pds.example/", "service", policy=PRODUCTION_POLICY) == (
         "https://pds.example"
     )
     with pytest.raises(ValueError, match="without a path"):
-        normalize_service("https://pds.example/xrpc", "service", allow_local=False)
+        normalize_service("https://pds.example/xrpc", "service", policy=PRODUCTION_POLICY)
 
 
 def pds_call(pds: ReferencePds, method: str, nsid: str, token: str = "", **kw: Any) -> Any:

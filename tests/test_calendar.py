@@ -23,6 +23,7 @@ from app.rooms import Rooms, SourceSpec
 from app.schedule import Schedule
 from app.templating import make_templates
 from tests.factories import create_chat
+from tests.server import OPERATOR_HEADERS
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -182,7 +183,8 @@ async def test_followers_start_before_a_session_and_stop_after_it(db_url, make_s
     async with httpx.AsyncClient(base_url=server.url) as http:
 
         async def following() -> set[str]:
-            return {i["chat"] for i in (await http.get("/healthz")).json()["ingesters"]}
+            health = await http.get("/healthz", headers=OPERATOR_HEADERS)
+            return {i["chat"] for i in health.json()["ingesters"]}
 
         async def post_count(slug: str) -> int:
             chats = (await http.get("/api/chats")).json()

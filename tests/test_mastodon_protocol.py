@@ -36,6 +36,7 @@ from app.networks.mastodon import (
     retry_after,
     throttle_delay,
 )
+from tests.factories import DEV_WS_CONNECT
 from tests.peers.mastodon import MastodonPeer
 
 TAG = "TheChat"
@@ -123,6 +124,7 @@ def follower_for(
         "backoff_base": 0.05,
         "stream_retry": 0.5,
         "open_timeout": 2.0,
+        "connect": DEV_WS_CONNECT,
         **options,
     }
     return MastodonFollower(MastodonApi(client, peer.url, token), TAG, **settings)
@@ -382,17 +384,18 @@ async def test_tag_page_paging_and_unknown_tag(
 async def test_errors_map_to_network_exceptions(
     peer: MastodonPeer, client: httpx.AsyncClient
 ) -> None:
-    """401/422/429/5xx/malformed/timeout/refused map to AuthError/RemoteRejected/NetworkError."""
+    """401/422/429/5xx/malformed/timeout/refused map to AuthError/RemoteRejected/NetworkError,
+    with messages naming the status, never the instance's own wording."""
     token = peer.create_user_token("alice")
-    with pytest.raises(AuthError, match="The access token is invalid"):
+    with pytest.raises(AuthError, match="answered HTTP 401$"):
         await MastodonApi(client, peer.url, "bogus").tag_page(TAG)
     app_token = peer.create_app_token()
-    with pytest.raises(AuthError, match="requires an authenticated user"):
+    with pytest.raises(AuthError, match="answered HTTP 422$"):
         await MastodonApi(client, peer.url, app_token).post_status("hi")
     api = MastodonApi(client, peer.url, token)
-    with pytest.raises(RemoteRejected, match="character limit of 500") as rejected:
+    with pytest.raises(RemoteRejected, match=r"refused it \(HTTP 422\)$") as rejected:
         await api.post_status("x" * 501)
-    assert rejected.value.status == 422
+    assert rejected.value.status == 422 and "character limit" not in str(rejected.value)
     peer.faults.rate_limit(0, 2.0)
     with pytest.raises(NetworkError) as limited:
         await api.instance_info()
@@ -404,7 +407,7 @@ async def test_errors_map_to_network_exceptions(
         await api.instance_info()
     assert failed.value.status == 503 and not isinstance(failed.value, AuthError | RemoteRejected)
     peer.faults.malformed_json(1)
-    with pytest.raises(NetworkError, match="malformed JSON"):
+    with pytest.raises(NetworkError, match="not JSON"):
         await api.tag_page(TAG)
     peer.faults.slow(0.5)
     async with httpx.AsyncClient(timeout=0.2) as impatient:
@@ -509,7 +512,7 @@ async def test_oauth_authorization_code_with_pkce(
     me = await MastodonApi(client, peer.url, token.access_token).verify_credentials()
     assert me.handle == "@alice@a.example"
     await api.revoke(app.client_id, app.client_secret, token.access_token)
-    with pytest.raises(AuthError, match="revoked"):
+    with pytest.raises(AuthError, match="HTTP 401"):
         await MastodonApi(client, peer.url, token.access_token).verify_credentials()
     app_token = await api.app_token(app.client_id, app.client_secret)
     with pytest.raises(AuthError):
@@ -640,7 +643,7 @@ async def test_server_errors_and_malformed_json_are_retried(
         statuses = [r.status for r in peer.requests_to("/api/v1/timelines/tag/")][:4]
         assert statuses == [502, 502, 200, 200]
         assert any("502" in e for e in run.ctx.errors)
-        assert any("malformed JSON" in e for e in run.ctx.errors)
+        assert any("not JSON" in e for e in run.ctx.errors)
 
 
 async def test_persistent_failure_raises_network_error(

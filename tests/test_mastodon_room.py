@@ -6,14 +6,14 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.factories import LiveClient, create_chat
+from tests.factories import LiveClient, create_chat, eventually
 from tests.peers.mastodon import MastodonPeer
+from tests.server import OPERATOR_HEADERS
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -28,18 +28,6 @@ HOSTILE = (
     'Q1 go <script>alert("s")</script><img src=x onerror="alert(1)">'
     '<a href="javascript:alert(2)">look</a> <b onclick="alert(3)">bold</b>'
 )
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 8.0) -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 async def events(base: str, slug: str) -> list[dict[str, Any]]:
@@ -167,7 +155,7 @@ async def test_rate_limit_is_waited_out_and_reported_on_healthz(make_server):
 
         async def health() -> dict[str, Any] | None:
             async with httpx.AsyncClient() as http:
-                body = (await http.get(f"{server.url}/healthz")).json()
+                body = (await http.get(f"{server.url}/healthz", headers=OPERATOR_HEADERS)).json()
             ingester = body["ingesters"][0]
             return ingester if "rate limit" in (ingester["last_error"] or "") else None
 
@@ -440,3 +428,108 @@ async def test_oauth_sign_in_is_bound_to_the_browser_that_started_it(make_server
             stored += db.execute("SELECT client_secret FROM oauthapp").fetchall()
         assert len(stored) == 2
         assert all(token not in s and app_secret not in s for (s,) in stored)
+
+
+async def test_a_status_published_while_the_stream_opens_is_not_lost(make_server):
+    """The stream is opened before the gap since the cursor is read: a status published
+    while the instance is accepting the upgrade (too early for the stream) arrives through
+    the REST catch-up, on the first connection and on a reconnection."""
+    server = make_server(**ENV)
+    async with MastodonPeer(domain="a.example") as peer:
+        first = peer.publish("bob", "Q1 before the chat", tags=[TAG])
+        opening: list[dict[str, Any]] = []
+
+        def publish_now() -> None:
+            opening.append(peer.publish("eve", f"A{len(opening) + 1} at the opening", tags=[TAG]))
+
+        peer.faults.before_next_stream(publish_now)
+        slug = await follow(server, peer)
+        await streaming(peer)
+        assert len(opening) == 1, "the peer never saw the stream open"
+        wanted = [first["uri"], opening[0]["uri"]]
+        await eventually(lambda: _has(server, slug, wanted), "the status of the opening")
+
+        peer.faults.before_next_stream(publish_now)
+        assert peer.faults.drop_stream() == 1
+
+        async def reopened() -> bool:
+            return len(opening) == 2
+
+        await eventually(reopened, "the stream to reopen")
+        await eventually(lambda: _has(server, slug, [opening[1]["uri"]]), "the reopening's status")
+        live = peer.publish("carol", "A3 streamed", tags=[TAG])
+        await eventually(lambda: _has(server, slug, [live["uri"]]), "a streamed status")
+        uris = post_uris(await events(server.url, slug))
+        assert sorted(uris) == sorted({*uris}), "a status was stored twice"
+
+
+async def test_a_follower_that_gives_up_is_restarted(make_server):
+    """When the instance fails longer than the follower retries, the follower ends with an
+    error and the ingester starts it again after a backoff: the backlog still arrives."""
+    server = make_server(**ENV)
+    async with MastodonPeer(domain="a.example") as peer:
+        earlier = peer.publish("bob", "Q1 waiting", tags=[TAG])
+        # One failure for the token check at creation, six for the follower's first try
+        # (one call and five retries), one more after its restart.
+        peer.faults.server_error(8, status=502, path="/api/v1/timelines/tag")
+        slug = await follow(server, peer)
+        await eventually(
+            lambda: _has(server, slug, [earlier["uri"]]), "the backlog after a restart", 30
+        )
+        tag_calls = [r for r in peer.requests if r.path.startswith("/api/v1/timelines/tag")]
+        assert sum(r.status == 502 for r in tag_calls) == 8
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            health = (await http.get("/healthz", headers=OPERATOR_HEADERS)).json()
+        assert health["ingesters"][0]["restarts"] >= 1
+
+
+async def test_posting_errors_keep_the_draft_and_say_what_to_do(make_server):
+    """Posting through an account: a chat that does not follow the network → 422; the
+    instance rate-limiting → 429 with Retry-After; the instance failing → 502; the instance
+    rejecting the status → 422. The upstream's own error text is never shown, and nothing
+    is stored in the room for any of them."""
+    server = make_server(**ENV)
+    async with (
+        MastodonPeer(domain="a.example") as a,
+        MastodonPeer(domain="b.example") as b,
+    ):
+        slug = await follow(server, a)
+        native = await create_chat(server.url, "NativeOnly")
+        token = b.create_user_token("alice", "read write")
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            r = await http.post(
+                "/api/accounts",
+                json={"network": "mastodon", "instance": b.url, "access_token": token},
+            )
+            assert r.status_code == 201, r.text
+            account = r.json()
+            auth = {"Authorization": f"Bearer {account['key']}"}
+            body = {"text": "A1 hello", "account_id": account["id"]}
+            head = (await http.get(f"/api/chats/{slug}/events")).json()["head"]
+
+            r = await http.post(f"/api/chats/{native['slug']}/posts", json=body, headers=auth)
+            assert r.status_code == 422 and "does not follow mastodon" in r.json()["detail"]
+
+            b.faults.rate_limit(0, reset_in_s=30)
+            r = await http.post(f"/api/chats/{slug}/posts", json=body, headers=auth)
+            assert r.status_code == 429, r.text
+            assert 1 <= int(r.headers["retry-after"]) <= 31
+            assert "try again in" in r.json()["detail"] and "draft is kept" in r.json()["detail"]
+            assert "Too many requests" not in r.text
+            b.faults.rate_limit(300, reset_in_s=0)
+
+            b.faults.server_error(50, status=503, path="/api/v1/statuses")
+            r = await http.post(f"/api/chats/{slug}/posts", json=body, headers=auth)
+            assert r.status_code == 502, r.text
+            assert "could not post to mastodon" in r.json()["detail"]
+            assert "<html" not in r.text and "Service Temporarily" not in r.text, r.text
+            b.faults._errors.clear()
+
+            b.max_characters = 12  # the instance lowered its limit since we last asked
+            r = await http.post(f"/api/chats/{slug}/posts", json=body, headers=auth)
+            assert r.status_code == 422, r.text
+            assert "mastodon rejected the post" in r.json()["detail"]
+
+            after = (await http.get(f"/api/chats/{slug}/events")).json()["head"]
+            assert after == head, "a failed post was stored"
+            assert not [s for s in b.statuses() if "A1 hello" in s["content"]]

@@ -248,3 +248,11 @@ def test_output_is_balanced_and_escaped() -> None:
     out = sanitize_html("<p><strong>bold <em>both</p></div></body> 1 < 2 & 3")
     assert_safe(out)
     assert "1 &lt; 2 &amp; 3" in out
+
+
+@pytest.mark.parametrize("attr", ["style", "title", "id", "lang", "dir", "data-x", "onclick"])
+def test_span_keeps_only_its_class(attr: str) -> None:
+    """A span keeps an allowed class and nothing else: style, title and the rest are removed
+    even though no script vector needs them (CSS overlays and fake tooltips do)."""
+    out = sanitize_html(f'<p><span class="mention" {attr}="position:fixed;top:0">x</span></p>')
+    assert out == '<p><span class="mention">x</span></p>', out

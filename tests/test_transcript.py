@@ -200,6 +200,22 @@ def test_csv_guards_formula_injection() -> None:
         assert not any(cell[:1] in ("=", "+", "-", "@", "\t", "\r") for cell in row), row
 
 
+def test_csv_guards_cells_starting_with_tab_or_carriage_return() -> None:
+    """A cell starting with a tab or carriage return (which some spreadsheets strip before
+    looking for a formula) gets the leading apostrophe too."""
+    posts = [
+        tp(1, "\t=1+2", name="\t@tab"),
+        tp(2, "\r=cmd|' /C calc'!A0", name="\r+cr"),
+        tp(3, "plain \t inside", name="Ann"),
+    ]
+    t = build(slug="p", hashtag="t", title="T", posts=posts)
+    rows = list(csv.reader(io.StringIO(to_csv(t), newline="")))
+    by_id = {row[0]: dict(zip(CSV_HEADER, row, strict=True)) for row in rows[1:]}
+    assert by_id["1"]["text"] == "'\t=1+2" and by_id["1"]["author_name"] == "'\t@tab"
+    assert by_id["2"]["text"] == "'\r=cmd|' /C calc'!A0" and by_id["2"]["author_name"] == "'\r+cr"
+    assert by_id["3"]["text"] == "plain \t inside"
+
+
 class _Collector(HTMLParser):
     """Collects start tags and attribute names of an HTML document."""
 

@@ -15,6 +15,7 @@ import pytest
 
 from tests.factories import LiveClient, create_chat
 from tests.peers.x import XPeer
+from tests.server import OPERATOR_HEADERS
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -144,7 +145,7 @@ async def test_room_backfills_streams_threads_and_removes_deleted_posts(make_ser
         assert gone["id"] not in await posts(server.url, slug)
 
         async with httpx.AsyncClient(base_url=server.url) as http:
-            health = (await http.get("/healthz")).json()
+            health = (await http.get("/healthz", headers=OPERATOR_HEADERS)).json()
             (ing,) = [i for i in health["ingesters"] if i["network"] == "x"]
             assert ing["state"] == "streaming" and ing["budget"]["session_reads"] >= 3
             assert ing["budget"]["estimated_cost_session"] == pytest.approx(
@@ -186,7 +187,7 @@ async def test_budget_reached_pauses_reading_with_a_notice_in_the_room(make_serv
 
         async def paused() -> bool:
             async with httpx.AsyncClient(base_url=server.url) as http:
-                health = (await http.get("/healthz")).json()
+                health = (await http.get("/healthz", headers=OPERATOR_HEADERS)).json()
             return health["ingesters"][0]["state"] == "paused: hour budget spent"
 
         await eventually(paused, "the source to pause")

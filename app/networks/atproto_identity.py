@@ -28,6 +28,7 @@ from urllib.parse import quote, unquote, urlsplit
 import httpx
 
 from app.networks.base import Author
+from app.outbound import describe_failure
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,9 @@ async def fetch_did_document(http: httpx.AsyncClient, did: str, plc_url: str) ->
     try:
         response = await http.get(url)
     except httpx.HTTPError as exc:
-        raise IdentityError(f"cannot fetch the DID document of {did}: {exc}") from exc
+        raise IdentityError(
+            f"cannot fetch the DID document of {did}: {describe_failure(exc)}"
+        ) from exc
     if response.status_code != 200:
         raise IdentityError(f"DID document of {did}: HTTP {response.status_code}")
     try:

@@ -18,6 +18,7 @@ import base64
 import inspect
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ import httpx
 
 from app.networks.atproto_identity import IdentityError, fetch_did_document, pds_endpoint
 from app.networks.base import AuthError, NetworkError, RemoteRejected
+from app.outbound import describe_failure
 
 log = logging.getLogger(__name__)
 
@@ -83,17 +85,27 @@ class BlueskySession:
             raise ValueError(f"stored Bluesky session lacks {exc.args[0]}") from exc
 
 
-def _error_body(response: httpx.Response) -> tuple[str, str]:
-    """(error name, message) of an XRPC error response, tolerating non-JSON bodies."""
+_ERROR_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+
+
+def _error_name(response: httpx.Response) -> str:
+    """The XRPC error name of a failed response ("ExpiredToken"), or "".
+
+    Only a name shaped like one is taken: the free-text ``message`` and any other body are
+    never shown or logged (whatever answered wrote them; see docs/security.md).
+    """
     try:
         data = response.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
-        data = None
-    if isinstance(data, dict):
-        error = data.get("error") if isinstance(data.get("error"), str) else ""
-        message = data.get("message") if isinstance(data.get("message"), str) else ""
-        return error, message or error
-    return "", response.text[:200].strip()
+        return ""
+    error = data.get("error") if isinstance(data, dict) else None
+    return error if isinstance(error, str) and _ERROR_NAME_RE.match(error) else ""
+
+
+def _failure(response: httpx.Response) -> str:
+    """ "HTTP 400 (InvalidRequest)": the status and the error name, if any."""
+    name = _error_name(response)
+    return f"HTTP {response.status_code} ({name})" if name else f"HTTP {response.status_code}"
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -115,7 +127,7 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 def is_expired_token(response: httpx.Response) -> bool:
     """True when the PDS says the access token expired (HTTP 400 or 401, ``ExpiredToken``)."""
-    return response.status_code in (400, 401) and _error_body(response)[0] == "ExpiredToken"
+    return response.status_code in (400, 401) and _error_name(response) == "ExpiredToken"
 
 
 def raise_for_xrpc(response: httpx.Response, what: str) -> None:
@@ -123,8 +135,8 @@ def raise_for_xrpc(response: httpx.Response, what: str) -> None:
     status = response.status_code
     if status < 400:
         return
-    error, message = _error_body(response)
-    detail = f"{what}: {message or error or f'HTTP {status}'}"
+    error = _error_name(response)
+    detail = f"{what}: {_failure(response)}"
     if status == 429:
         raise NetworkError(f"{what}: rate limited", retry_after=_retry_after(response), status=429)
     if status >= 500:
@@ -155,7 +167,7 @@ async def xrpc(
     except httpx.TimeoutException as exc:
         raise NetworkError(f"{nsid}: timed out talking to {service}") from exc
     except httpx.HTTPError as exc:
-        raise NetworkError(f"{nsid}: cannot reach {service}: {exc}") from exc
+        raise NetworkError(f"{nsid}: cannot reach {service}: {describe_failure(exc)}") from exc
 
 
 def _json(response: httpx.Response, what: str) -> dict[str, Any]:
@@ -259,8 +271,7 @@ async def refresh_session(http: httpx.AsyncClient, session: BlueskySession) -> B
         token=session.refresh_jwt,
     )
     if response.status_code in (400, 401):
-        _, message = _error_body(response)
-        raise AuthError(f"Bluesky session ended ({message}): sign in again", status=401)
+        raise AuthError(f"Bluesky session ended ({_failure(response)}): sign in again", status=401)
     raise_for_xrpc(response, "refreshSession")
     return _session_from(_json(response, "refreshSession"), session.service, "refreshSession")
 

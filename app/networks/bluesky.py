@@ -34,16 +34,17 @@ import asyncio
 import json
 import logging
 import random
+import re
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import httpx
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import WebSocketException
 
 from app.networks.atproto_firehose import FrameError, decode_frame
@@ -87,6 +88,7 @@ from app.networks.base import (
     RemoteRejected,
     Upsert,
 )
+from app.outbound import describe_failure
 from app.text import contains_hashtag, count_graphemes, tag_key
 
 __all__ = [
@@ -142,6 +144,8 @@ NO_HISTORY_NOTICE = (
 CDN_FULLSIZE_URL = "https://cdn.bsky.app/img/feed_fullsize/plain/{did}/{cid}@jpeg"
 CDN_THUMB_URL = "https://cdn.bsky.app/img/feed_thumbnail/plain/{did}/{cid}@jpeg"
 VIDEO_PLAYLIST_URL = "https://video.bsky.app/watch/{did}/{cid}/playlist.m3u8"
+# A protocol error name ("FutureCursor") may be shown; free-text messages never are.
+_ERROR_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 VIDEO_THUMB_URL = "https://video.bsky.app/watch/{did}/{cid}/thumbnail.jpg"
 POST_URL = "https://bsky.app/profile/{actor}/post/{rkey}"
 
@@ -638,6 +642,7 @@ class _LiveFollower:
         backoff_cap: float = 60.0,
         cursor_interval: float = CURSOR_INTERVAL,
         open_timeout: float = 10.0,
+        connect: Callable[..., Any],
     ):
         """Follow ``tag`` (with or without '#') on the stream at ``url``.
 
@@ -648,9 +653,11 @@ class _LiveFollower:
         are reported after a restart. ``replay_window`` (s) is how far back the stream can
         replay; a longer outage searches history. Reconnects wait ``backoff_base`` doubling
         up to ``backoff_cap`` seconds, jittered. With nothing matching, the cursor still
-        moves forward every ``cursor_interval`` seconds (a batch with no changes).
+        moves forward every ``cursor_interval`` seconds (a batch with no changes). ``connect``
+        opens the websocket (the signature of websockets' ``connect``).
         """
         self.http = http
+        self.connect = connect  # websockets' connect signature; the app passes a guarded one
         self.url = _ws_url(url)
         self.tag = tag.strip().lstrip("#")
         if not tag_key(self.tag):
@@ -712,7 +719,7 @@ class _LiveFollower:
             while True:
                 error = None
                 try:
-                    async with connect(
+                    async with self.connect(
                         self._connect_url(position),
                         open_timeout=self.open_timeout,
                         max_size=self.max_frame,
@@ -733,7 +740,7 @@ class _LiveFollower:
                         position.value = position.committed = None
                         want_history = True
                 except (WebSocketException, OSError, TimeoutError) as exc:
-                    error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                    error = describe_failure(exc)
                 log.info("%s stream for #%s interrupted: %s", self.transport, self.tag, error)
                 ctx.report("reconnecting", error)
                 if time.monotonic() - position.event_at > self.replay_window:
@@ -936,9 +943,9 @@ class JetstreamFollower(_LiveFollower):
         time_us = event.get("time_us")
         did = event.get("did")
         if type(time_us) is not int or time_us < 0:
-            raise _Malformed(f"event without a usable time_us: {str(event)[:120]}")
+            raise _Malformed("an event without a usable time_us")
         if not isinstance(did, str) or not did.startswith("did:"):
-            raise _Malformed(f"event without a DID: {str(event)[:120]}")
+            raise _Malformed("an event without a DID")
         if position.value is not None and time_us <= position.value and not self.rewind_us:
             return [], False  # replayed from before the cursor: already handled
         change = None
@@ -999,7 +1006,8 @@ class FirehoseFollower(_LiveFollower):
         except FrameError as exc:
             raise _Malformed(str(exc)) from exc
         if frame.kind == "error":
-            detail = f"{frame.error}: {frame.message or 'no message'}"
+            # The error name only: the message is the relay's free text (docs/security.md).
+            detail = str(frame.error) if _ERROR_NAME_RE.match(str(frame.error)) else "unnamed"
             if frame.error == "FutureCursor":
                 raise _Reconnect(f"server refused our cursor ({detail})", drop_cursor=True)
             raise _Reconnect(f"server error frame ({detail})")

@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import httpx
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidStatus, WebSocketException
 
 from app.networks.base import (
@@ -58,6 +58,8 @@ from app.networks.base import (
 )
 from app.qa import question_number
 from app.text import html_to_text, mastodon_length
+
+from ..outbound import describe_failure
 
 log = logging.getLogger(__name__)
 
@@ -470,7 +472,7 @@ class MastodonApi:
         except httpx.TimeoutException as exc:
             raise NetworkError(f"{where} timed out ({type(exc).__name__})") from exc
         except httpx.HTTPError as exc:
-            raise NetworkError(f"{where} failed: {exc or type(exc).__name__}") from exc
+            raise NetworkError(f"{where} failed: {describe_failure(exc)}") from exc
 
         if "x-ratelimit-remaining" in response.headers:
             self._rate_headers = {
@@ -481,16 +483,18 @@ class MastodonApi:
         status = response.status_code
         if status < 400:
             return response
-        message = f"{where} answered {status}: {_error_message(response)}"
+        message = f"{where} answered {_error_message(response)}"
         if status in refused:
             raise AuthError(message, status=status)
         if status == 422:
-            detail = _error_message(response)
             # Mastodon answers 422 "This method requires an authenticated user" when a user
             # token is needed (no token, or an app token): a credentials problem, not content.
-            if "authenticated user" in detail.lower():
+            # The description is read to decide, never shown (docs/security.md).
+            if "authenticated user" in _error_text(response).lower():
                 raise AuthError(message, status=status)
-            raise RemoteRejected(detail, status=status)
+            raise RemoteRejected(
+                f"{self.host} refused it ({_error_message(response)})", status=status
+            )
         if status == 429:
             raise NetworkError(message, status=status, retry_after=retry_after(response.headers))
         raise NetworkError(message, status=status)
@@ -502,7 +506,7 @@ class MastodonApi:
         except ValueError as exc:
             where = f"{response.request.method} {response.request.url.path}"
             raise NetworkError(
-                f"{where} returned malformed JSON ({_snippet(response.text)!r})",
+                f"{where} answered HTTP {response.status_code}, not JSON",
                 status=response.status_code,
             ) from exc
 
@@ -787,26 +791,37 @@ def _positive(value: Any) -> int | None:
     return None
 
 
-def _snippet(text: str, limit: int = 120) -> str:
-    text = re.sub(r"\s+", " ", text).strip()
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+# An error *name* (OAuth's "invalid_grant", "access_denied") says what failed in words the
+# server cannot use to smuggle anything else; free-text descriptions and bodies are never
+# shown (a body is whatever answered, see docs/security.md).
+_ERROR_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 
 
-def _error_message(response: httpx.Response) -> str:
-    """The body's ``error`` (+ ``error_description``), else a short snippet of the body."""
+def error_name(value: Any) -> str | None:
+    """``value`` when it is shaped like a protocol error name, else None."""
+    return value if isinstance(value, str) and _ERROR_NAME_RE.match(value) else None
+
+
+def _error_text(response: httpx.Response) -> str:
+    """The ``error`` string of a JSON error body, for deciding (never for showing)."""
     try:
         body = response.json()
     except ValueError:
-        body = None
-    if isinstance(body, dict):
-        error = _str(body.get("error"))
-        description = _str(body.get("error_description"))
-        if error and description:
-            return f"{error}: {description}"
-        if error or description:
-            return error or description or ""
-    text = re.sub(r"<[^>]*>", " ", response.text)
-    return _snippet(text) or response.reason_phrase or "no details"
+        return ""
+    return _str(body.get("error")) or "" if isinstance(body, dict) else ""
+
+
+def _error_message(response: httpx.Response) -> str:
+    """The status code and, when the body is a JSON object naming one, the error name."""
+    name = None
+    if "json" in response.headers.get("content-type", ""):
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            name = error_name(body.get("error"))
+    return f"HTTP {response.status_code} ({name})" if name else f"HTTP {response.status_code}"
 
 
 # --- composing ---------------------------------------------------------------------------
@@ -901,10 +916,12 @@ class MastodonFollower:
         max_rate_wait: float = 900.0,
         context_interval: float = 60.0,
         context_window: float = 2 * 3600.0,
+        connect: Callable[..., Any],
     ):
         if context_interval <= 0:
             raise ValueError("context_interval must be positive")
         self.api = api
+        self.connect = connect  # websockets' connect signature; the app passes a guarded one
         self._configured_api = api  # a run may drop a refused token; the next run retries it
         self.tag = tag.strip().lstrip("#")
         self.backfill = max(0, backfill)
@@ -1154,7 +1171,7 @@ class MastodonFollower:
         failures = 0
         while self.api.token:
             try:
-                async with connect(
+                async with self.connect(
                     self._stream_url(),
                     additional_headers={"Authorization": f"Bearer {self.api.token}"},
                     open_timeout=self.open_timeout,
@@ -1170,21 +1187,16 @@ class MastodonFollower:
                     self._report("streaming")
                     async for batch in self._frames(ws):
                         yield batch
-                    reason = f"stream closed ({ws.close_code} {ws.close_reason})".strip()
+                    reason = f"stream closed (code {ws.close_code})"
             except InvalidStatus as exc:
                 status = exc.response.status_code
-                body = (
-                    _snippet(exc.response.body.decode("utf-8", "replace"))
-                    if exc.response.body
-                    else ""
-                )
-                reason = f"streaming refused: HTTP {status} {body}".strip()
+                reason = f"streaming refused: HTTP {status}"
                 if status < 500:
                     log.warning("mastodon %s #%s: %s; polling", self.api.host, self.tag, reason)
                     self._stream_problem = reason
                     return
             except (WebSocketException, OSError, TimeoutError) as exc:
-                reason = f"stream failed: {exc or type(exc).__name__}"
+                reason = f"stream failed: {describe_failure(exc)}"
             failures += 1
             if failures > self.max_retries:
                 log.warning("mastodon %s #%s: %s; polling instead", self.api.host, self.tag, reason)
@@ -1293,10 +1305,10 @@ class MastodonFollower:
             return Batch(changes=[Upsert(post)], cursor=cursor)
         except (ValueError, TypeError, UnicodeDecodeError) as exc:
             log.warning(
-                "mastodon %s #%s: skipping malformed stream frame (%s): %r",
+                "mastodon %s #%s: skipping a malformed stream frame (%s, %d characters)",
                 self.api.host,
                 self.tag,
-                exc,
-                message[:200],
+                type(exc).__name__,
+                len(message),
             )
             return None

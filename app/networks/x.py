@@ -45,6 +45,8 @@ from urllib.parse import urlencode
 
 import httpx
 
+from app.outbound import STREAMING
+
 from .base import (
     AuthError,
     Author,
@@ -777,7 +779,12 @@ class XApi:
         timeout = httpx.Timeout(keepalive_timeout)
         try:
             async with self.http.stream(
-                "GET", url, params=FIELDS, headers=self._headers(), timeout=timeout
+                "GET",
+                url,
+                params=FIELDS,
+                headers=self._headers(),
+                timeout=timeout,
+                extensions=STREAMING,  # a stream for hours: MAX_LINE bounds each line instead
             ) as response:
                 self._note_rate("stream", response)
                 if response.status_code != 200:

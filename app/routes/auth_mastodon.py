@@ -28,7 +28,7 @@ from sqlmodel import Session
 
 from ..models import Account, OAuthApp
 from ..networks.base import AuthError, NetworkError
-from ..networks.mastodon import DEFAULT_SCOPES, AppCredentials, MastodonApi, new_pkce
+from ..networks.mastodon import DEFAULT_SCOPES, AppCredentials, MastodonApi, error_name, new_pkce
 from ..publishing import Connected
 from ..security import csrf_token
 from ..sources.mastodon import NETWORK, normalize_instance
@@ -171,9 +171,7 @@ async def start(
     """Send the browser to the user's instance to approve Hashroom."""
     back = safe_next(next)
     try:
-        base = normalize_instance(
-            instance, allow_local=request.app.state.settings.env != "production"
-        )
+        base = normalize_instance(instance, policy=request.app.state.outbound)
     except ValueError as exc:
         return _problem(request, 400, str(exc).removeprefix("instance: "), back)
     redirect_uri = callback_url(request)
@@ -204,7 +202,6 @@ async def callback(
     code: str = Query("", max_length=1000),
     state: str = Query("", max_length=200),
     error: str = Query("", max_length=200),
-    error_description: str = Query("", max_length=1000),
 ) -> Response:
     """Finish the sign-in this session started; back to the room, signed in."""
     flows = _flows(request)
@@ -222,8 +219,9 @@ async def callback(
         )
     back, instance = flow["next"], flow["instance"]
     if error:
-        reason = error_description or error
-        return _problem(request, 403, f"{instance} did not authorize Hashroom: {reason}", back)
+        # The error name only ("access_denied"): the description is the instance's free text.
+        reason = error_name(error) or "no reason given"
+        return _problem(request, 403, f"{instance} did not authorize Hashroom ({reason}).", back)
     if not code:
         return _problem(request, 400, f"{instance} sent no authorization code.", back)
     redirect_uri = callback_url(request)

@@ -12,6 +12,7 @@ import asyncio
 import logging
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
 
 from .. import events
 from ..events import encode
@@ -26,7 +27,11 @@ router = APIRouter()
 
 REPLAY_PAGE = 500
 CLOSE_TOO_SLOW = 1013  # "try again later": the client resumes from its offset
+# Refusals before the handshake completes. Servers that can answer an upgrade with an HTTP
+# response (uvicorn can) send the status and a JSON message; others close with the code.
 CLOSE_POLICY = 1008
+CLOSE_NO_CHAT = 4404
+HOLD_POLL = 0.02  # how often the test hook looks for a new commit
 
 _closers: set[asyncio.Task[None]] = set()  # strong refs to in-flight close calls
 
@@ -38,18 +43,18 @@ async def live(websocket: WebSocket, slug: str) -> None:
     rooms: Rooms = state.rooms
     if not origin_allowed(websocket, settings.public_url, settings.allowed_origins):
         log.info("refused websocket from foreign origin %s", websocket.headers.get("origin"))
-        await websocket.close(code=CLOSE_POLICY, reason="foreign origin")
+        await _refuse(websocket, 403, CLOSE_POLICY, "foreign origin: open the room on this site")
         return
     try:
         after = _int_param(websocket.query_params.get("after"))
     except ValueError:
-        await websocket.close(code=CLOSE_POLICY, reason="after must be a non-negative integer")
+        await _refuse(websocket, 400, CLOSE_POLICY, "after must be a non-negative integer")
         return
     client_epoch = websocket.query_params.get("epoch")
     try:
         chat = await rooms.get_chat(slug)
     except NotFound:
-        await websocket.close(code=4404, reason="no such chat")
+        await _refuse(websocket, 404, CLOSE_NO_CHAT, f"no chat {slug!r}")
         return
 
     await websocket.accept()
@@ -79,7 +84,15 @@ async def live(websocket: WebSocket, slug: str) -> None:
     )
     try:
         with state.hub.subscribe(sub):
-            await _catch_up(rooms, sub, chat.id, after, client_epoch, settings.ws_replay_limit)  # type: ignore[arg-type]
+            await _catch_up(
+                rooms,
+                sub,
+                chat.id,  # type: ignore[arg-type]
+                after,
+                client_epoch,
+                settings.ws_replay_limit,
+                settings.test_live_hold_after_history,
+            )
             while not await sub.go_live():
                 # Events arrived faster than we could replay: read the log again from here.
                 log.debug("client of %s re-reads the log after offset %d", slug, sub.last_offset)
@@ -101,7 +114,10 @@ async def _catch_up(
     after: int | None,
     client_epoch: str | None,
     replay_limit: int,
+    hold: float = 0.0,
 ) -> None:
+    """Send a snapshot, or the events after ``after``; with ``hold`` (a test hook) then wait
+    until another event is committed, so tests can make one land in the connect window."""
     head, epoch = await rooms.read(lambda s: events.head(s, chat_id))
     resumable = (
         after is not None
@@ -125,9 +141,21 @@ async def _catch_up(
             }
         )
         await sub.send_now(frame, snap.offset)
-        return
-    sub.last_offset = after  # type: ignore[assignment]
-    await _replay(rooms, sub, chat_id)
+    else:
+        sub.last_offset = after  # type: ignore[assignment]
+        await _replay(rooms, sub, chat_id)
+    if hold:
+        await _hold_for_commit(rooms, chat_id, sub.last_offset, hold)
+
+
+async def _hold_for_commit(rooms: Rooms, chat_id: int, offset: int, seconds: float) -> None:
+    """Wait until the chat's log passes ``offset`` (at most ``seconds``)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        head, _ = await rooms.read(lambda s: events.head(s, chat_id))
+        if head > offset:
+            return
+        await asyncio.sleep(HOLD_POLL)
 
 
 async def _replay(rooms: Rooms, sub: Subscriber, chat_id: int) -> None:
@@ -155,6 +183,15 @@ async def _hold(websocket: WebSocket, sub: Subscriber, ping_interval: float) -> 
         if message["type"] == "websocket.disconnect":
             return
         # Clients have nothing to say on this socket; anything they send is ignored.
+
+
+async def _refuse(websocket: WebSocket, status: int, code: int, reason: str) -> None:
+    """Refuse an upgrade: HTTP ``status`` with ``{"detail": reason}`` where the server can
+    answer that way, else accept-less close ``code``."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(JSONResponse({"detail": reason}, status_code=status))
+    else:
+        await websocket.close(code=code, reason=reason)
 
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:

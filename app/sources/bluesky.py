@@ -25,7 +25,9 @@ keep a reusable password on disk and run into that limit. A lost session means t
 signs in again; a stolen database yields no password.
 
 Addresses: ``wss://`` and ``https://``; plain ``ws://`` / ``http://`` only for a server on
-this machine (loopback). In production, machine-local and private addresses are refused.
+this machine in development. In production every connection goes to a public address only
+(:mod:`app.outbound`): the stream, the sign-in service, the search service, PDS endpoints
+and ``did:web`` documents alike.
 """
 
 from __future__ import annotations
@@ -43,7 +45,6 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import select
 from sqlmodel import Session
-from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketException
 
 from ..config import Settings
@@ -62,11 +63,11 @@ from ..networks.base import (
     RemoteRejected,
     Upsert,
 )
+from ..outbound import OutboundPolicy, WsConnect, check_url, describe_failure
 from ..publishing import Connected, Published, Target
 from ..rooms import Rooms, SourceSpec
 from ..security import Vault
 from ..text import append_hashtag
-from .addresses import check_address
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +100,12 @@ _LANG_RE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8}){0,4}$")
 # --- addresses and fields ----------------------------------------------------------------
 
 
-def _address(raw: Any, field: str, *, secure: str, plain: str, allow_local: bool) -> Any:
+def _address(raw: Any, field: str, *, secure: str, plain: str, policy: OutboundPolicy) -> Any:
     example = f"{secure}://bsky.social" if secure == "https" else f"{secure}://host{JETSTREAM_PATH}"
-    return check_address(
-        raw, field, secure=secure, plain=plain, allow_local=allow_local, example=example
-    )
+    return check_url(raw, field, secure=secure, plain=plain, policy=policy, example=example)
 
 
-def normalize_stream_url(raw: Any, stream: str, *, allow_local: bool) -> str:
+def normalize_stream_url(raw: Any, stream: str, *, policy: OutboundPolicy) -> str:
     """The subscribe endpoint of a ``stream`` ("jetstream" or "firehose") from what was typed.
 
     ``wss://`` (``ws://`` for loopback only). A Jetstream address without a path gets
@@ -114,7 +113,7 @@ def normalize_stream_url(raw: Any, stream: str, *, allow_local: bool) -> str:
     gets it added). Hashroom adds the query itself, so none may be given. Raises ValueError
     naming the ``url`` field.
     """
-    parts = _address(raw, "url", secure="wss", plain="ws", allow_local=allow_local)
+    parts = _address(raw, "url", secure="wss", plain="ws", policy=policy)
     if parts.query:
         raise ValueError(
             "url: give the endpoint without a query; Hashroom adds wantedCollections and cursor"
@@ -129,9 +128,9 @@ def normalize_stream_url(raw: Any, stream: str, *, allow_local: bool) -> str:
     return parts._replace(path=path).geturl()
 
 
-def normalize_service(raw: Any, field: str, *, allow_local: bool) -> str:
+def normalize_service(raw: Any, field: str, *, policy: OutboundPolicy) -> str:
     """An XRPC service's base URL, ``https://host[:port]`` (``http`` for loopback only)."""
-    parts = _address(raw, field, secure="https", plain="http", allow_local=allow_local)
+    parts = _address(raw, field, secure="https", plain="http", policy=policy)
     if parts.path not in ("", "/") or parts.query:
         raise ValueError(
             f"{field}: give the server's address without a path, e.g. https://bsky.social"
@@ -180,7 +179,7 @@ def _langs(raw: Any) -> list[str]:
 
 
 async def _sign_in(
-    http: httpx.AsyncClient, fields: dict[str, Any], settings: Settings, *, allow_local: bool
+    http: httpx.AsyncClient, fields: dict[str, Any], settings: Settings, *, policy: OutboundPolicy
 ) -> bluesky.BlueskySession:
     """Sign in with ``identifier`` + ``app_password`` (+ ``service``); ValueError for bad
     fields or a refused request, AuthError for refused credentials, NetworkError otherwise."""
@@ -188,7 +187,7 @@ async def _sign_in(
     password = _app_password(fields.get("app_password"))
     service = bluesky.DEFAULT_SERVICE
     if fields.get("service"):
-        service = normalize_service(fields["service"], "service", allow_local=allow_local)
+        service = normalize_service(fields["service"], "service", policy=policy)
     try:
         return await bluesky.sign_in(
             http, identifier, password, service=service, plc_url=settings.bluesky_plc_url
@@ -197,14 +196,13 @@ async def _sign_in(
         raise ValueError(f"identifier: Bluesky refused the sign-in: {exc}") from exc
 
 
-async def _probe(url: str) -> None:
+async def _probe(ws_connect: WsConnect, url: str) -> None:
     """Open the stream once, so a wrong address is refused when the chat is created."""
     try:
-        async with connect(url, open_timeout=PROBE_TIMEOUT, user_agent_header="Hashroom"):
+        async with ws_connect(url, open_timeout=PROBE_TIMEOUT, user_agent_header="Hashroom"):
             pass
     except (OSError, TimeoutError, InvalidURI, InvalidHandshake, WebSocketException) as exc:
-        detail = str(exc) or type(exc).__name__
-        raise ValueError(f"url: cannot open the stream at {url} ({detail})") from exc
+        raise ValueError(f"url: cannot open the stream at {url} ({describe_failure(exc)})") from exc
 
 
 # --- following ---------------------------------------------------------------------------
@@ -338,12 +336,12 @@ class BlueskyPublisher:
         settings: Settings,
         resolver: bluesky.IdentityResolver,
         *,
-        allow_local: bool,
+        policy: OutboundPolicy,
     ) -> None:
         self.http = http
         self.settings = settings
         self.resolver = resolver
-        self.allow_local = allow_local
+        self.policy = policy
         self._clients: OrderedDict[int, bluesky.AccountClient] = OrderedDict()
         self._recent: dict[tuple[int, str], tuple[float, asyncio.Future[Published]]] = {}
 
@@ -352,7 +350,7 @@ class BlueskyPublisher:
         own PDS (found from its DID document); ``service`` resolves the handle (default
         bsky.social); ``langs`` (optional) tags the account's posts."""
         langs = _langs(fields.get("langs"))
-        session = await _sign_in(self.http, fields, self.settings, allow_local=self.allow_local)
+        session = await _sign_in(self.http, fields, self.settings, policy=self.policy)
         return Connected(
             handle=f"@{session.handle}",
             instance=session.service,
@@ -508,7 +506,8 @@ class BlueskyPublisher:
 def install(app: FastAPI, settings: Settings) -> None:
     """Register the Bluesky source builder, follower factory and publisher."""
     vault: Vault = app.state.vault
-    allow_local = settings.env != "production"
+    policy: OutboundPolicy = app.state.outbound
+    OPERATOR = OutboundPolicy(allow_private=True)  # noqa: N806 - a constant of this install
     state: dict[str, bluesky.IdentityResolver] = {}
     # The sign-in form's counter needs the limit before any account is listed.
     app.state.templates.env.globals["bluesky_max_graphemes"] = bluesky.MAX_GRAPHEMES
@@ -518,9 +517,10 @@ def install(app: FastAPI, settings: Settings) -> None:
         if stream not in STREAMS:
             raise ValueError(f"stream: use one of {', '.join(STREAMS)}")
         if raw.get("url"):
-            url = normalize_stream_url(raw["url"], stream, allow_local=allow_local)
+            url = normalize_stream_url(raw["url"], stream, policy=policy)
         elif stream == "jetstream":
-            url = normalize_stream_url(settings.bluesky_jetstream_url, stream, allow_local=True)
+            # The operator's own setting: spelled out here, checked when connecting.
+            url = normalize_stream_url(settings.bluesky_jetstream_url, stream, policy=OPERATOR)
         else:
             raise ValueError(
                 f"url: a firehose source needs its address, e.g. wss://host{FIREHOSE_PATH}"
@@ -528,17 +528,17 @@ def install(app: FastAPI, settings: Settings) -> None:
         config: dict[str, Any] = {"stream": stream, "url": url}
         if raw.get("search_service"):
             config["search_service"] = normalize_service(
-                raw["search_service"], "search_service", allow_local=allow_local
+                raw["search_service"], "search_service", policy=policy
             )
         signs_in = bool(raw.get("identifier") or raw.get("app_password"))
         if signs_in:  # the fields are checked before anything is sent anywhere
             _identifier(raw.get("identifier"))
             _app_password(raw.get("app_password"))
-        await _probe(url)  # before signing in: sign-ins are rate limited
+        await _probe(app.state.ws_connect, url)  # before signing in: sign-ins are rate limited
         secret = None
         if signs_in:
             try:
-                session = await _sign_in(app.state.http, raw, settings, allow_local=allow_local)
+                session = await _sign_in(app.state.http, raw, settings, policy=policy)
             except AuthError as exc:
                 raise ValueError(f"app_password: Bluesky refused this sign-in ({exc})") from exc
             except NetworkError as exc:
@@ -605,6 +605,7 @@ def install(app: FastAPI, settings: Settings) -> None:
             str(config.get("url") or settings.bluesky_jetstream_url),
             chat.hashtag,
             state["resolver"],
+            connect=app.state.ws_connect,
             account=account,
             search_service=config.get("search_service"),
             backfill_limit=settings.bluesky_backfill,
@@ -623,7 +624,7 @@ def install(app: FastAPI, settings: Settings) -> None:
         state["resolver"] = resolver
         app.state.ingest.factories[NETWORK] = follower
         app.state.publishers[NETWORK] = BlueskyPublisher(
-            app.state.http, settings, resolver, allow_local=allow_local
+            app.state.http, settings, resolver, policy=policy
         )
 
     app.state.source_builders[NETWORK] = build_source

@@ -13,8 +13,8 @@
 - **Sign-in** — the OAuth routes in :mod:`app.routes.auth_mastodon`.
 
 Instance addresses: ``https://host[:port]`` or a bare domain. Plain ``http://`` is accepted
-only for a server on this machine (loopback), and machine-local or private addresses are
-refused altogether in production, so a chat creator cannot point the server at the
+only for a server on this machine in development; in production every connection goes to a
+public address only (:mod:`app.outbound`), so a chat creator cannot point the server at the
 operator's own network.
 """
 
@@ -54,11 +54,11 @@ from ..networks.mastodon import (
     length_rule,
     reply_text,
 )
+from ..outbound import OutboundPolicy, check_url
 from ..publishing import Connected, Published, Target
 from ..rooms import Rooms, SourceSpec
 from ..security import Vault
 from ..text import append_hashtag
-from .addresses import check_address
 
 log = logging.getLogger(__name__)
 
@@ -78,22 +78,23 @@ PARENT_LOOKUP_TIMEOUT = 5.0
 # --- instance addresses ------------------------------------------------------------------
 
 
-def normalize_instance(raw: Any, *, allow_local: bool) -> str:
+def normalize_instance(raw: Any, *, policy: OutboundPolicy) -> str:
     """The instance's base URL, ``scheme://host[:port]``, from what a user typed.
 
     Accepts a bare domain ("mastodon.social" → https) or an https URL without path, query or
-    login; ``http://`` only for loopback. With ``allow_local`` False (production) loopback
-    and private IP addresses are refused too. Raises ValueError naming the ``instance`` field.
+    login; ``http://`` only for loopback in development. Addresses ``policy`` refuses are
+    refused here when they are literals (app/outbound.py checks names when connecting).
+    Raises ValueError naming the ``instance`` field.
     """
     text = raw.strip() if isinstance(raw, str) else raw
     if isinstance(text, str) and text and "://" not in text:
         text = "https://" + text.lstrip("@/")
-    parts = check_address(
+    parts = check_url(
         text,
         "instance",
         secure="https",
         plain="http",
-        allow_local=allow_local,
+        policy=policy,
         example="https://mastodon.social",
         max_length=300,
     )
@@ -203,9 +204,9 @@ class MastodonPublisher:
 
     network = NETWORK
 
-    def __init__(self, http: httpx.AsyncClient, *, allow_local: bool) -> None:
+    def __init__(self, http: httpx.AsyncClient, *, policy: OutboundPolicy) -> None:
         self.http = http
-        self.allow_local = allow_local
+        self.policy = policy
         self._info: dict[str, tuple[float, InstanceInfo | None]] = {}
 
     async def instance_info(self, instance: str) -> InstanceInfo | None:
@@ -225,7 +226,7 @@ class MastodonPublisher:
 
     async def connect(self, fields: dict[str, Any]) -> Connected:
         """Check a personal access token (``instance`` + ``access_token``)."""
-        instance = normalize_instance(fields.get("instance"), allow_local=self.allow_local)
+        instance = normalize_instance(fields.get("instance"), policy=self.policy)
         token = _token_field(fields, required=True)
         author = await MastodonApi(self.http, instance, token).verify_credentials()
         return Connected(
@@ -302,10 +303,10 @@ def install(app: FastAPI, settings: Settings) -> None:
     from ..routes import auth_mastodon
 
     vault: Vault = app.state.vault
-    allow_local = settings.env != "production"
+    policy: OutboundPolicy = app.state.outbound
 
     async def build_source(raw: dict[str, Any], hashtag: str) -> SourceSpec:
-        instance = normalize_instance(raw.get("instance"), allow_local=allow_local)
+        instance = normalize_instance(raw.get("instance"), policy=policy)
         token = _token_field(raw, required=False)
         http: httpx.AsyncClient = app.state.http
         try:
@@ -343,12 +344,13 @@ def install(app: FastAPI, settings: Settings) -> None:
             context_interval=settings.mastodon_context_interval,
             backoff_base=settings.backoff_base,
             backoff_cap=settings.backoff_cap,
+            connect=app.state.ws_connect,
         )
         return ReplyLinker(inner, app.state.rooms, source.id)  # type: ignore[arg-type]
 
     async def startup(app: FastAPI) -> None:
         app.state.ingest.factories[NETWORK] = follower
-        app.state.publishers[NETWORK] = MastodonPublisher(app.state.http, allow_local=allow_local)
+        app.state.publishers[NETWORK] = MastodonPublisher(app.state.http, policy=policy)
 
     app.state.source_builders[NETWORK] = build_source
     app.state.startup_hooks.append(startup)

@@ -36,13 +36,13 @@ from ..config import Settings
 from ..models import Account, Chat, Post, Source
 from ..networks import x
 from ..networks.base import AuthError, Author, LengthRule, NetworkError, RemotePost
+from ..outbound import OutboundPolicy, check_url
 from ..publishing import Connected, Published, Target
 from ..rooms import Rooms, SourceSpec
 from ..schedule import sessions
 from ..scheduler import schedule_of
 from ..security import Vault
 from ..text import append_hashtag
-from .addresses import check_address
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +58,15 @@ TOKEN_CACHE_SIZE = 1000
 KNOWN_IDS = 500
 
 
-def normalize_api_url(raw: Any, *, allow_local: bool) -> str:
-    """The API base, ``https://host[:port]`` (``http`` for loopback only); ValueError naming
-    the ``api_url`` field."""
-    parts = check_address(
+def normalize_api_url(raw: Any, *, policy: OutboundPolicy) -> str:
+    """The API base, ``https://host[:port]`` (``http`` for loopback in development only);
+    ValueError naming the ``api_url`` field."""
+    parts = check_url(
         raw,
         "api_url",
         secure="https",
         plain="http",
-        allow_local=allow_local,
+        policy=policy,
         example="https://api.x.com",
         max_length=300,
     )
@@ -278,13 +278,13 @@ def install(app: FastAPI, settings: Settings) -> None:
     from ..routes import auth_x
 
     vault: Vault = app.state.vault
-    allow_local = settings.env != "production"
+    policy: OutboundPolicy = app.state.outbound
 
     async def build_source(raw: dict[str, Any], hashtag: str) -> SourceSpec:
         token = _token(raw.get("bearer_token"), "bearer_token")
         api_url = settings.x_api_url
         if raw.get("api_url"):
-            api_url = normalize_api_url(raw["api_url"], allow_local=allow_local)
+            api_url = normalize_api_url(raw["api_url"], policy=policy)
         reposts = raw.get("reposts", False)
         if not isinstance(reposts, bool):
             raise ValueError("reposts: true or false")

@@ -43,6 +43,7 @@ import re
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -138,6 +139,7 @@ class Faults:
         self._peer = peer
         self.refuse_streaming = False  # reject every streaming upgrade with 403
         self.delay = 0.0
+        self._on_upgrade: list[Callable[[], Any]] = []
         self._errors: list[_Countdown] = []
         self._malformed: list[_Countdown] = []
         self._limit_until = 0.0
@@ -146,6 +148,11 @@ class Faults:
     def drop_stream(self) -> int:
         """Close every open streaming connection now (code 1012). Returns how many."""
         return self._peer._drop_streams(code=1012, reason="service restart")
+
+    def before_next_stream(self, action: Callable[[], Any]) -> None:
+        """Run ``action`` when the next streaming upgrade arrives, before it is accepted:
+        what it publishes reaches REST readers but not that stream (it is not open yet)."""
+        self._on_upgrade.append(action)
 
     def rate_limit(self, n_requests: int, reset_in_s: float) -> None:
         """Allow ``n_requests`` more API requests, then answer 429 until ``reset_in_s``
@@ -1049,6 +1056,8 @@ class MastodonPeer:
                 await ws.send_denial_response(_error(400, "Unknown stream type"))
                 return
             tags.add(tag)
+        while self.faults._on_upgrade:
+            self.faults._on_upgrade.pop(0)()
         offered = ws.headers.get("sec-websocket-protocol")
         await ws.accept(subprotocol=offered if offered == token.value else None)
         stream = _Stream(ws=ws, token=token.value, tags=tags)
