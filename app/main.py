@@ -160,7 +160,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.http = http
         app.state.accounts = Accounts(rooms, app.state.vault, app.state.publishers)
         app.state.feeds = Feeds(rooms, settings)
-        app.state.push = push = Push(rooms, app.state.vault, http, settings, supervisor)
+        app.state.push = push = Push(
+            rooms, app.state.vault, http, settings, supervisor, app.state.outbound
+        )
         await push.start()
         for hook in app.state.startup_hooks:
             await hook(app)

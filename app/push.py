@@ -32,11 +32,11 @@ from sqlmodel import Session
 from .config import Settings
 from .models import Chat, PushKey, PushSubscription
 from .networks.webpush import Subscription, VapidKeys, deliver
+from .outbound import OutboundPolicy, check_url
 from .rooms import NotFound, RoomNote, Rooms
 from .schedule import next_session
 from .scheduler import schedule_of
 from .security import Vault
-from .sources.addresses import check_address
 from .tasks import Supervisor
 
 log = logging.getLogger(__name__)
@@ -83,15 +83,16 @@ def check_kinds(raw: Any) -> list[str]:
     return kinds
 
 
-def check_endpoint(raw: Any, *, allow_local: bool) -> str:
-    """A push endpoint the server may POST to: https (http only on this machine), and in
-    production no local or private address. Raises ValueError naming the field."""
-    parts = check_address(
+def check_endpoint(raw: Any, *, policy: OutboundPolicy) -> str:
+    """A push endpoint the server may POST to, checked by the outbound policy: https (http
+    only on this machine in development), no local or private address in production.
+    Raises ValueError naming the field."""
+    parts = check_url(
         raw,
         "subscription.endpoint",
         secure="https",
         plain="http",
-        allow_local=allow_local,
+        policy=policy,
         example="https://fcm.googleapis.com/fcm/send/…",
         max_length=1000,
     )
@@ -154,6 +155,7 @@ class Push:
         http: httpx.AsyncClient,
         settings: Settings,
         supervisor: Supervisor,
+        policy: OutboundPolicy,
     ) -> None:
         self.rooms = rooms
         self.vault = vault
@@ -162,7 +164,7 @@ class Push:
         self.supervisor = supervisor
         self.keys: VapidKeys | None = None
         self.stats = PushStats()
-        self.allow_local = settings.env != "production"
+        self.policy = policy
         self.contact = settings.push_contact or _contact_from(settings.public_url)
         self.lead = timedelta(minutes=settings.push_start_minutes)
         self._notes: asyncio.Queue[RoomNote] = asyncio.Queue(settings.push_queue_size)
@@ -234,7 +236,7 @@ class Push:
         """Store (or update) this browser's subscription to ``slug``; returns it and the
         device token. Raises ValueError for bad input, NotFound for an unknown chat."""
         self.public_key  # noqa: B018 - refuses early when push is off
-        endpoint = check_endpoint(raw.get("endpoint"), allow_local=self.allow_local)
+        endpoint = check_endpoint(raw.get("endpoint"), policy=self.policy)
         keys = raw.get("keys") if isinstance(raw.get("keys"), dict) else {}
         p256dh, auth = keys.get("p256dh"), keys.get("auth")
         if not isinstance(p256dh, str) or not isinstance(auth, str):
