@@ -1,4 +1,5 @@
-# Hashroom in one container: migrations run at start, then the app serves on 0.0.0.0:8000.
+# Hashroom in one container, in production mode: migrations run at start, then the app
+# serves on 0.0.0.0:8000 (it refuses to start without HASHROOM_SECRET_KEY).
 # The SQLite database lives on the /data volume (see docker-compose.yml).
 FROM python:3.12-slim
 
@@ -22,7 +23,8 @@ RUN useradd --system --no-create-home --home-dir /srv/hashroom hashroom \
 USER hashroom
 VOLUME ["/data"]
 
-ENV HOST=0.0.0.0 \
+ENV HASHROOM_ENV=production \
+    HOST=0.0.0.0 \
     PORT=8000 \
     DATABASE_URL=sqlite:////data/hashroom.db
 EXPOSE 8000

@@ -15,6 +15,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET = "dev-only-insecure-secret-change-me"
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost", "[::1]"})
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for an interface name or address on this machine only (127.0.0.0/8, ::1)."""
+    host = host.strip().lower()
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
 
 class Settings(BaseSettings):
     """All of Hashroom's configuration. Built once; tests build their own."""
@@ -55,7 +63,10 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Python logging level.")
 
-    demo_enabled: bool = Field(True, description="Create and replay the bundled `demo` chat.")
+    demo_enabled: bool = Field(
+        True,
+        description="Create and replay the bundled `demo` chat (off in production unless set).",
+    )
     demo_speed: float = Field(
         3.0, gt=0, description="Demo replay speed in posts per second (it loops forever)."
     )
@@ -216,6 +227,31 @@ class Settings(BaseSettings):
         "waits for another event to be committed before going live.",
     )
 
+    # --- Hardening: post size limits, allowed hosts, HSTS --------------------------------
+    max_post_text: int = Field(
+        10000,
+        ge=500,
+        description="Longest text of a post from a network that is kept, in characters; "
+        "longer text is cut and the post records it in `extra.cut`.",
+    )
+    max_post_html: int = Field(
+        50000,
+        ge=1000,
+        description="Longest HTML of a post from a network that is sanitized and kept, in "
+        "characters; longer markup is cut first and the post records it in `extra.cut`.",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names served in production besides the host of "
+        "`HASHROOM_PUBLIC_URL` and loopback (JSON list, `*.example.org` for subdomains); "
+        "other `Host` headers get `400`.",
+    )
+    hsts_seconds: int = Field(
+        31536000,
+        ge=0,
+        description="`Strict-Transport-Security` max-age sent in production (0 sends none).",
+    )
+
     # Reach: notifications, calendar alarms, the installable app, the Bluesky feed generator.
     calendar_alarm_minutes: float = Field(
         10.0,
@@ -253,7 +289,21 @@ class Settings(BaseSettings):
                 "HASHROOM_SECRET_KEY must be set to a random string of 32+ characters in "
                 "production (python -c 'import secrets; print(secrets.token_urlsafe(48))')"
             )
+        if self.uses_dev_secret and not is_loopback_host(self.host):
+            # Anyone who knows the built-in secret (it is in the source) can forge a session
+            # cookie: moderate every chat, post as every connected account.
+            raise ValueError(
+                f"HOST={self.host} would serve the network with the built-in development "
+                "secret: set HASHROOM_SECRET_KEY to a random string (and HASHROOM_ENV="
+                "production), or serve 127.0.0.1"
+            )
+        if self.env == "production" and "demo_enabled" not in self.model_fields_set:
+            self.demo_enabled = False  # the demo is opt-in in production
         return self
+
+    @property
+    def uses_dev_secret(self) -> bool:
+        return self.secret_key == DEV_SECRET
 
     @property
     def is_sqlite(self) -> bool:

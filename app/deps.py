@@ -5,11 +5,15 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from sqlalchemy import select
 from starlette.requests import HTTPConnection
 
 from .config import Settings
+from .grants import is_moderator
 from .hub import Hub
 from .ingest import IngestManager
+from .models import Account
+from .publishing import key_hash
 from .rooms import NotFound, Rooms
 from .security import csrf_ok, key_matches
 
@@ -42,47 +46,85 @@ def cookie_session_used(request: Request) -> bool:
     return request.app.state.session_cookie in request.cookies
 
 
-def require_csrf(request: Request) -> None:
-    """Cookie-carrying writes must echo the session's CSRF token in a header.
+def _bearer(request: Request) -> str | None:
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    return key.strip() if scheme.lower() == "bearer" and key.strip() else None
 
-    Requests with an ``Authorization`` header or no session cookie carry no ambient
-    credentials a foreign page could ride on, so they pass.
-    """
-    if request.headers.get("authorization") or not cookie_session_used(request):
-        return
+
+async def bearer_authenticates(request: Request) -> bool:
+    """True when the request's Bearer token is the moderator key of the chat in its path or
+    the key of a connected account."""
+    key = _bearer(request)
+    if key is None:
+        return False
+    rooms: Rooms = request.app.state.rooms
+    slug = request.path_params.get("slug")
+    if slug:
+        try:
+            chat = await rooms.get_chat(slug)
+        except NotFound:
+            chat = None
+        if chat is not None and key_matches(key, chat.moderator_key_hash):
+            return True
+    owner = key_hash(key)
+    return await rooms.read(
+        lambda s: (
+            s.execute(select(Account.id).where(Account.owner == owner)).first()  # type: ignore[arg-type]
+            is not None
+        )
+    )
+
+
+def _check_csrf_token(request: Request) -> None:
     if not csrf_ok(request.session, request.headers.get(CSRF_HEADER)):
         raise HTTPException(
             403, "missing or stale CSRF token: reload the page and try again (X-CSRF-Token)"
         )
 
 
+async def require_csrf(request: Request) -> None:
+    """Cookie-carrying writes must echo the session's CSRF token in a header.
+
+    Requests without the session cookie carry no ambient credentials a foreign page could
+    ride on, so they pass; so do requests whose ``Authorization`` actually authenticates
+    (a moderator or account key): any other header, even one naming nothing, does not
+    excuse a cookie-carrying request from the token.
+    """
+    if not cookie_session_used(request):
+        return
+    if await bearer_authenticates(request):
+        return
+    _check_csrf_token(request)
+
+
 CsrfDep = Depends(require_csrf)
 
 
-def moderator_slugs(request: Request) -> list[str]:
-    return list(request.session.get("mod", []))
+def secret_key(conn: HTTPConnection) -> str:
+    return conn.app.state.settings.secret_key
 
 
 async def require_moderator(slug: str, request: Request, rooms: RoomsDep) -> str:
-    """Allow a moderator of chat ``slug``: Bearer key (API) or moderator cookie (browser)."""
+    """Allow a moderator of chat ``slug``: Bearer key (API) or a live moderator grant in the
+    session cookie (browser; see app/grants.py)."""
     try:
         chat = await rooms.get_chat(slug)
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from exc
     auth = request.headers.get("authorization", "")
     if auth:
-        scheme, _, key = auth.partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
+        key = _bearer(request)
+        if key is None:
             raise HTTPException(
                 401,
                 "use 'Authorization: Bearer <moderator_key>'",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        if not key_matches(key.strip(), chat.moderator_key_hash):
+        if not key_matches(key, chat.moderator_key_hash):
             raise HTTPException(403, "this moderator key does not belong to this chat")
         return "key"
-    if cookie_session_used(request) and slug in moderator_slugs(request):
-        require_csrf(request)
+    if cookie_session_used(request) and is_moderator(request.session, secret_key(request), chat):
+        _check_csrf_token(request)
         return "cookie"
     raise HTTPException(
         401,

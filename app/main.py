@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .config import Settings, get_settings
 from .db import make_engine
 from .feeds import Feeds
+from .guard import RequestGuard
 from .hub import Hub
 from .ingest import FollowerFactory, IngestManager
 from .models import Chat, Source
@@ -27,7 +28,7 @@ from .outbound import OutboundPolicy, make_http_client, make_ws_connect
 from .present import Presenter
 from .publishing import Accounts, Publisher
 from .push import Push
-from .rooms import DEMO_SLUG, Rooms, demo_moderator_key
+from .rooms import DEMO_SLUG, Rooms
 from .routes import accounts, api, health, live, pages, transcripts, wall
 from .routes import calendar as calendar_routes
 from .routes import feed as feed_routes
@@ -69,10 +70,19 @@ class RawSend:
 
 
 class SecurityHeaders:
-    """Adds CSP and friends to every HTTP response (plain ASGI: no per-request task)."""
+    """Adds CSP and friends to every HTTP response (plain ASGI: no per-request task), and
+    ``Strict-Transport-Security`` when ``hsts_seconds`` is set (production)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, hsts_seconds: int = 0) -> None:
         self.app = app
+        self.extra: list[tuple[bytes, bytes]] = [
+            (b"content-security-policy", CSP.encode()),
+            (b"x-content-type-options", b"nosniff"),
+            (b"referrer-policy", b"same-origin"),
+            (b"x-frame-options", b"DENY"),
+        ]
+        if hsts_seconds:
+            self.extra.append((b"strict-transport-security", f"max-age={hsts_seconds}".encode()))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -81,14 +91,7 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers += [
-                    (b"content-security-policy", CSP.encode()),
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"referrer-policy", b"same-origin"),
-                    (b"x-frame-options", b"DENY"),
-                ]
-                message["headers"] = headers
+                message["headers"] = [*message.get("headers", []), *self.extra]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -169,13 +172,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.demo_enabled:
             await rooms.ensure_demo()
             base = settings.public_url.rstrip("/") or f"http://{settings.host}:{settings.port}"
+            # The key is never logged (logs travel further than the operator's terminal).
             log.info(
-                "demo chat live at %s/c/%s — moderator link: %s/c/%s?key=%s",
+                "demo chat live at %s/c/%s — print its moderator link with "
+                "`python -m app demo-link`",
                 base,
                 DEMO_SLUG,
-                base,
-                DEMO_SLUG,
-                demo_moderator_key(settings.secret_key),
             )
         started = await ingest.start_all()
         log.info("started %d ingester(s)", started)
@@ -241,8 +243,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         https_only=settings.env == "production",
         max_age=60 * 60 * 24 * 365,
     )
-    app.add_middleware(SecurityHeaders)
-    app.add_middleware(RawSend)  # outermost of ours: it sees the server's own send
+    app.add_middleware(
+        SecurityHeaders, hsts_seconds=settings.hsts_seconds if settings.env == "production" else 0
+    )
+    app.add_middleware(RawSend)  # it must see the server's own send
+    # Outermost: unknown Host headers and off-loopback requests with the built-in secret are
+    # refused before anything else runs (it passes ``send`` through untouched).
+    app.add_middleware(RequestGuard, settings=settings)
 
     @app.get("/docs", include_in_schema=False)
     async def api_docs(request: Request) -> Any:

@@ -173,7 +173,12 @@ class RoomRule(SQLModel, table=True):
 
 
 class Account(SQLModel, table=True):
-    """A network account Hashroom may post through. Tokens are encrypted with the app secret."""
+    """A network account Hashroom may post through. Tokens are encrypted with the app secret.
+
+    Ids are never handed out twice (AUTOINCREMENT on SQLite, a sequence on PostgreSQL): an
+    id named anywhere after a disconnect must not come to mean somebody else's account."""
+
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: int | None = Field(default=None, primary_key=True)
     network: str = Field(max_length=20)

@@ -32,6 +32,7 @@ from .events import Frame
 from .models import Chat, ChatPerson, ModAction, Post, RoomRule, utcnow
 from .present import iso, post_json
 from .rooms import HIDDEN_BY_BLOCK, Invalid, NotFound, Rooms
+from .text import clean_name
 
 NETWORKS = ("native", "demo", "mastodon", "bluesky", "x")
 ANY_NETWORK = "*"
@@ -947,7 +948,7 @@ def _describe_schedule(schedule: dict[str, Any] | None) -> str:
 def actor_label(how: str, name: str | None = None) -> str:
     """Who did it, for the log: "moderator key" / "moderator link", and a name if given."""
     base = "moderator key" if how == "key" else "moderator link"
-    name = " ".join((name or "").split())[:60]
+    name = clean_name(name or "")[:60]
     return f"{base} ({name})" if name else base
 
 

@@ -81,9 +81,15 @@ _ANSWER_PATTERNS = (
 )
 
 
+# Markers open a post: only this many leading characters are walked in Python to find one,
+# so a post of a million spaces costs microseconds, not a pass per character.
+MARKER_WINDOW = 1000
+
+
 def _marker_start(text: str) -> int:
-    """Index of the first character after leading mentions, tags, spaces, emoji, openers."""
-    i, size = 0, len(text)
+    """Index of the first character after leading mentions, tags, spaces, emoji, openers
+    (looking no further than :data:`MARKER_WINDOW` characters)."""
+    i, size = 0, min(len(text), MARKER_WINDOW)
     while i < size:
         ch = text[i]
         if ch in "@#":

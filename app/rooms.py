@@ -117,6 +117,11 @@ class Snapshot:
     past_questions: list[dict[str, Any]]
 
 
+# Mastodon allows 4 attachments and Bluesky 4 images; alt texts up to 1500 characters.
+MAX_MEDIA = 16
+MAX_ALT = 1500
+
+
 def slugify(tag: str) -> str:
     slug = re.sub(r"[^a-z0-9_-]+", "-", tag.casefold()).strip("-")
     return slug[:48] or "chat"
@@ -276,8 +281,13 @@ class Rooms:
 
     @staticmethod
     def is_host(post: Post, hosts: set[str]) -> bool:
+        """Whether ``post`` is by one of the chat's hosts or guests. A network vouches for
+        its handles; in a native room anyone can type any name, so only posts made by
+        someone the moderators vouched for (``extra.is_host``) count."""
         if post.extra.get("is_host"):
             return True
+        if post.network == "native":
+            return False
         return person_key("*", post.author_handle) in hosts or (
             person_key(post.network, post.author_handle) in hosts
         )
@@ -367,9 +377,27 @@ class Rooms:
 
     # -- posts ----------------------------------------------------------------------------
 
+    def _bounded(self, rp: RemotePost) -> tuple[str, str, dict[str, int]]:
+        """The post's HTML and text cut to the configured sizes before any pass over them
+        (sanitizing costs grow faster than the input on hostile markup), and the original
+        sizes of what was cut."""
+        cut: dict[str, int] = {}
+        raw_html, raw_text = rp.html or "", rp.text or ""
+        if len(raw_html) > self.settings.max_post_html:
+            cut["html"] = len(raw_html)
+            raw_html = raw_html[: self.settings.max_post_html]
+        if len(raw_text) > self.settings.max_post_text:
+            cut["text"] = len(raw_text)
+            raw_text = raw_text[: self.settings.max_post_text]
+        return raw_html, raw_text, cut
+
     def _build_post(self, session: Session, chat: Chat, rp: RemotePost) -> Post:
-        html = text.sanitize_html(rp.html) if rp.html else text.render_text(rp.text)
-        plain = rp.text or text.html_to_text(html)
+        raw_html, raw_text, cut = self._bounded(rp)
+        html = text.sanitize_html(raw_html) if raw_html else text.render_text(raw_text)
+        plain = raw_text or text.html_to_text(html)
+        if len(plain) > self.settings.max_post_text:
+            cut.setdefault("text", len(plain))
+            plain = plain[: self.settings.max_post_text]
         parent_id = None
         reply_to_handle = rp.reply_to_handle
         if rp.in_reply_to:
@@ -384,13 +412,16 @@ class Rooms:
                 # author here, for the "replying to @…" line.
                 parent_id, reply_to_handle = parent[0], reply_to_handle or parent[1]
         extra = dict(rp.extra)
+        if cut:
+            extra["cut"] = cut  # original sizes, so readers and moderators know it was cut
         post = Post(
             chat_id=chat.id,  # type: ignore[arg-type]
             network=rp.network,
             remote_id=rp.remote_id,
             url=_http_only(rp.url),
-            author_name=rp.author.name[:200] or rp.author.handle[:200],
-            author_handle=rp.author.handle[:300],
+            author_name=text.clean_name(rp.author.name)[:200]
+            or text.clean_name(rp.author.handle)[:200],
+            author_handle=text.clean_name(rp.author.handle)[:300],
             author_avatar=_http_only(rp.author.avatar_url),
             author_url=_http_only(rp.author.profile_url),
             author_remote_id=rp.author.remote_id,
@@ -399,8 +430,13 @@ class Rooms:
             spoiler_text=(rp.spoiler_text or "")[:1000],
             sensitive=rp.sensitive,
             media=[
-                {"url": u, "preview_url": _http_only(m.preview_url), "alt": m.alt, "kind": m.kind}
-                for m in rp.media
+                {
+                    "url": u,
+                    "preview_url": _http_only(m.preview_url),
+                    "alt": (m.alt or "")[:MAX_ALT] if m.alt is not None else None,
+                    "kind": m.kind,
+                }
+                for m in rp.media[:MAX_MEDIA]
                 if (u := _http_only(m.url))
             ],
             quote=_clean_quote(rp.quote),
@@ -409,7 +445,7 @@ class Rooms:
             in_reply_to_id=parent_id,
             reply_to_handle=reply_to_handle,
             thread_root_remote=rp.thread_root,
-            reposted_by_name=rp.reposted_by.name if rp.reposted_by else None,
+            reposted_by_name=text.clean_name(rp.reposted_by.name)[:200] if rp.reposted_by else None,
             reposted_by_handle=rp.reposted_by.handle if rp.reposted_by else None,
             question_number=question_number(plain),
             answer_number=answer_number(plain),
@@ -606,9 +642,27 @@ class Rooms:
         body: str,
         author: str,
         in_reply_to: int | None = None,
+        *,
+        vouched: bool = False,
     ) -> dict[str, Any]:
-        """Post in a native room as ``author``; the chat's hashtag is appended if missing."""
-        return await self._native(slug, body, author, in_reply_to, pin=False)
+        """Post in a native room as ``author``; the chat's hashtag is appended if missing.
+        ``vouched``: the poster is a moderator or holds a host link (Host badge, and the
+        hold-for-review rules do not apply)."""
+        return await self._native(slug, body, author, in_reply_to, pin=False, vouched=vouched)
+
+    async def rotate_moderator_key(self, slug: str) -> tuple[Chat, str]:
+        """Give chat ``slug`` a new moderator key (returned, shown once). The old key, every
+        moderator cookie and every host link made from it stop working at once."""
+        key = new_moderator_key()
+
+        def fn(session: Session) -> tuple[Chat, list[Frame]]:
+            chat = self.chat_by_slug(session, slug)
+            chat.moderator_key_hash = hash_key(key)
+            session.add(chat)
+            session.flush()
+            return chat, []
+
+        return await self.write(fn), key
 
     async def ask_question(
         self, slug: str, body: str, author: str, *, actor: str | None = None
@@ -625,8 +679,9 @@ class Rooms:
         *,
         pin: bool,
         actor: str | None = None,
+        vouched: bool = False,
     ) -> dict[str, Any]:
-        author = " ".join(author.split())
+        author = text.clean_name(author)
         if not author:
             raise Invalid("author: give a display name")
         if len(author) > 60:
@@ -661,7 +716,7 @@ class Rooms:
                 text=final,
                 in_reply_to=parent.remote_id if parent else None,
                 reply_to_handle=parent.author_handle if parent else None,
-                extra={"is_host": True} if pin else {},
+                extra={"is_host": True} if pin or vouched else {},
             )
             stored, frames = self._apply_batch(session, chat, None, [Upsert(rp)])
             post = stored[0]

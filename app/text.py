@@ -11,7 +11,6 @@ import html
 import re
 import unicodedata
 from collections.abc import Callable, Iterator
-from html.parser import HTMLParser
 
 import grapheme
 import nh3
@@ -25,7 +24,10 @@ _NOT_BEFORE_TAG = frozenset("/=)")
 # A URL as people type it: an http(s) scheme then anything up to whitespace or markup
 # delimiters. Trailing punctuation is trimmed afterwards (see _trim_url), the way Mastodon
 # and twitter-text leave "see https://example.org." with the full stop outside the link.
-_URL_RE = re.compile(r"https?://[^\s<>\"]+", re.IGNORECASE)
+# A URL is at most MAX_URL characters (browsers and servers stop far earlier): a megabyte
+# of "https://a/)))…" is then one short link and plain text, not a megabyte to trim.
+MAX_URL = 4096
+_URL_RE = re.compile(rf"https?://[^\s<>\"]{{1,{MAX_URL}}}", re.IGNORECASE)
 _URL_TRAILING = ".,:;!?'\"*"
 _BRACKETS = {")": "(", "]": "[", "}": "{"}
 
@@ -111,16 +113,23 @@ def tag_key(tag: str) -> str:
 
 
 def _trim_url(url: str) -> str:
-    """Drop trailing punctuation and closing brackets that have no opening one in the URL."""
-    while url:
-        last = url[-1]
+    """Drop trailing punctuation and closing brackets that have no opening one in the URL.
+
+    Linear: the brackets are counted once and the counts kept as the end moves left (a
+    recount per character made ``http://a))))…`` quadratic)."""
+    closes = {c: url.count(c) for c in _BRACKETS}
+    opens = {c: url.count(o) for c, o in _BRACKETS.items()}
+    end = len(url)
+    while end:
+        last = url[end - 1]
         if last in _URL_TRAILING:
-            url = url[:-1]
-        elif last in _BRACKETS and url.count(last) > url.count(_BRACKETS[last]):
-            url = url[:-1]
+            end -= 1
+        elif last in _BRACKETS and closes[last] > opens[last]:
+            closes[last] -= 1
+            end -= 1
         else:
             break
-    return url
+    return url[:end]
 
 
 def _url_spans(text: str) -> list[tuple[int, int]]:
@@ -136,9 +145,12 @@ def _url_spans(text: str) -> list[tuple[int, int]]:
 def _hashtag_spans(text: str, skip: list[tuple[int, int]]) -> Iterator[tuple[int, int, str]]:
     """(start, end, tag) for each '#tag' in ``text`` outside the ``skip`` spans (URLs)."""
     n = len(text)
+    k = 0  # ``skip`` is sorted and ``i`` only grows: one pointer keeps this linear
     i = text.find("#")
     while i != -1:
-        if any(a <= i < b for a, b in skip):
+        while k < len(skip) and skip[k][1] <= i:
+            k += 1
+        if k < len(skip) and skip[k][0] <= i:
             i = text.find("#", i + 1)
             continue
         prev = text[i - 1] if i else ""
@@ -184,6 +196,23 @@ def append_hashtag(text: str, tag: str) -> str:
     return f"{text.rstrip()} #{tag}"
 
 
+# --- names ------------------------------------------------------------------------------
+
+# Dropped from every display name: control characters (NUL included) and the bidi marks,
+# embeddings, overrides and isolates, which can make a name read as another one
+# ("\u202eevil" shows as "live") or hide what follows it.
+_NAME_DROP = dict.fromkeys(
+    [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0), 0x061C, 0x200E, 0x200F]
+    + [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+)
+
+
+def clean_name(name: str) -> str:
+    """``name`` without control or bidi-control characters, its whitespace runs made one
+    space and the ends trimmed."""
+    return " ".join(name.split()).translate(_NAME_DROP).strip()
+
+
 # --- lengths ------------------------------------------------------------------------------
 
 
@@ -197,31 +226,23 @@ def mastodon_length(text: str, url_weight: int = 23) -> int:
     """Length as Mastodon weighs it: each http(s) URL counts ``url_weight``, a mention
     ``@user@domain`` counts as ``@user``, everything else in grapheme clusters."""
     urls = _url_spans(text)
+    marks = [(a, b, "x" * url_weight) for a, b in urls]
+    k = 0
+    for m in _MENTION_RE.finditer(text):
+        while k < len(urls) and urls[k][1] <= m.start():
+            k += 1
+        if k < len(urls) and urls[k][0] < m.end():
+            continue  # an "@" inside a URL is part of the URL
+        marks.append((m.start(), m.end(), "@" + m.group(1)))
+    marks.sort()
     pieces: list[str] = []
     pos = 0
-    for m in _MENTION_RE.finditer(text):
-        if m.start() < pos or any(a < m.end() and m.start() < b for a, b in urls):
-            continue
-        pieces.append(_weigh_urls(text[pos : m.start()], urls, pos, url_weight))
-        pieces.append("@" + m.group(1))
-        pos = m.end()
-    pieces.append(_weigh_urls(text[pos:], urls, pos, url_weight))
-    return count_graphemes("".join(pieces))
-
-
-def _weigh_urls(chunk: str, urls: list[tuple[int, int]], offset: int, weight: int) -> str:
-    """``chunk`` (at ``offset`` in the text) with each URL replaced by ``weight`` letters."""
-    out = []
-    pos = 0
-    for a, b in urls:
-        a, b = a - offset, b - offset
-        if b <= 0 or a >= len(chunk):
-            continue
-        out.append(chunk[pos:a])
-        out.append("x" * weight)
+    for a, b, replacement in marks:
+        pieces.append(text[pos:a])
+        pieces.append(replacement)
         pos = b
-    out.append(chunk[pos:])
-    return "".join(out)
+    pieces.append(text[pos:])
+    return count_graphemes("".join(pieces))
 
 
 # --- HTML ---------------------------------------------------------------------------------
@@ -262,8 +283,13 @@ def _render_line(line: str, tag_url: Callable[[str], str] | None) -> str:
         if not _URL_RE.fullmatch(href):
             raise ValueError(f"tag_url must return an absolute http(s) URL, got {href!r}")
         marks.append((a, b, _link(href, label, "mention hashtag")))
+    marks.sort()
+    taken = [(a, b) for a, b, _ in marks]  # sorted, disjoint: one pointer keeps this linear
+    k = 0
     for m in _MENTION_RE.finditer(line):
-        if any(a < m.end() and m.start() < b for a, b, _ in marks):
+        while k < len(taken) and taken[k][1] <= m.start():
+            k += 1
+        if k < len(taken) and taken[k][0] < m.end():
             continue
         marks.append(
             (m.start(), m.end(), f'<span class="h-card mention">{html.escape(m[0])}</span>')
@@ -298,43 +324,46 @@ def render_text(text: str, tag_url: Callable[[str], str] | None = None) -> str:
     return sanitize_html("".join(rendered))
 
 
-class _TextCollector(HTMLParser):
-    """Collects text content, turning line breaks and block ends into newlines."""
+# html_to_text first reduces markup to these block tags with nh3 (html5ever: linear on any
+# input, unlike html.parser, which rescans unclosed "<a " runs and took 80 s on 100 KB).
+_TEXT_CLEANER = nh3.Cleaner(
+    tags={"p", "br", "blockquote", "pre", "ul", "ol", "li"},
+    clean_content_tags=set(_DROP_WITH_CONTENT),
+    attributes={},
+    url_schemes=set(),
+    strip_comments=True,
+    link_rel=None,
+)
+# After that cleaner every "<" starts a bare tag such as "<p>", "</li>" or "<br>".
+_TAG_RE = re.compile(r"<(/?)([a-z]+)[^>]{0,20}>")
+_BLOCK_END = {"p": "\n\n", "blockquote": "\n\n", "pre": "\n\n", "ul": "\n", "ol": "\n"}
 
-    _BLOCK_END = {"p": "\n\n", "blockquote": "\n\n", "pre": "\n\n", "ul": "\n", "ol": "\n"}
 
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._skip = 0  # depth inside script/style, in case unsanitized markup gets here
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in ("script", "style"):
-            self._skip += 1
-        elif tag == "br":
-            self.parts.append("\n")
-        elif tag == "li":
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("script", "style"):
-            self._skip = max(0, self._skip - 1)
-        elif tag in self._BLOCK_END:
-            self.parts.append(self._BLOCK_END[tag])
-
-    def handle_data(self, data: str) -> None:
-        if not self._skip:
-            self.parts.append(data)
+def _tag_text(m: re.Match[str]) -> str:
+    closing, tag = m.group(1), m.group(2)
+    if not closing:
+        return "\n" if tag in ("br", "li") else ""
+    return _BLOCK_END.get(tag, "")
 
 
 def html_to_text(markup: str) -> str:
-    """The readable text of (sanitized) HTML, entities decoded: ``<br>`` is a newline,
-    paragraphs are separated by a blank line, surrounding whitespace is trimmed."""
-    collector = _TextCollector()
-    collector.feed(markup)
-    collector.close()
-    text = "".join(collector.parts)
-    text = re.sub(r"[ \t]+\n", "\n", text)
-    text = re.sub(r"\n{3,}", "\n\n", text)
-    text = re.sub(r"\n\n[ \t]+", "\n\n", text)
-    return text.strip()
+    """The readable text of HTML, entities decoded: ``<br>`` is a newline, paragraphs are
+    separated by a blank line, surrounding whitespace is trimmed. Scripts, styles and other
+    non-text elements are dropped with their content. Linear in the size of ``markup``."""
+    reduced = _TEXT_CLEANER.clean(markup)
+    text = html.unescape(_TAG_RE.sub(_tag_text, reduced))
+    # Trailing blanks of each line go, then runs of blank lines collapse to one, and a
+    # paragraph's leading blanks go: line by line, never a regex that can backtrack.
+    lines = [line.rstrip(" \t") for line in text.split("\n")]
+    out: list[str] = []
+    blank = 0
+    for line in lines:
+        if not line:
+            blank += 1
+            continue
+        if blank and out:
+            out.append("")  # one blank line between paragraphs, however many there were
+            line = line.lstrip(" \t")
+        out.append(line)
+        blank = 0
+    return "\n".join(out).strip()

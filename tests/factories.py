@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -36,6 +37,64 @@ async def post(
         )
     assert r.status_code == 201, r.text
     return r.json()
+
+
+async def signed_in_browser(base: str, slug: str, kind: str, secret: str) -> Browser:
+    """A cookie-keeping client that handed ``secret`` over the way a link's script does:
+    ``kind`` "key" (a moderator key) or "host" (a host link's token)."""
+    http = httpx.AsyncClient(base_url=base, follow_redirects=True)
+    path = f"/c/{slug}/{'moderate' if kind == 'key' else 'host'}"
+    form = await http.get(path)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)[1]  # type: ignore[index]
+    page = await http.post(
+        path, data={"csrf_token": token, "key" if kind == "key" else "token": secret}
+    )
+    assert page.status_code == 200 and str(page.url).endswith(f"/c/{slug}"), page.text[:500]
+    return Browser(http, re.search(r'data-csrf="([^"]+)"', page.text)[1])  # type: ignore[index]
+
+
+async def moderator_browser(base: str, chat: dict[str, Any]) -> Browser:
+    """A browser session that opened the chat's moderator link."""
+    return await signed_in_browser(base, chat["slug"], "key", chat["moderator_key"])
+
+
+async def host_link(base: str, chat: dict[str, Any], name: str, role: str = "host") -> str:
+    """A host link for ``name``, made with the chat's moderator key; returns its token."""
+    async with httpx.AsyncClient(base_url=base) as http:
+        r = await http.post(
+            f"/api/chats/{chat['slug']}/host-links",
+            json={"name": name, "role": role},
+            headers={"Authorization": f"Bearer {chat['moderator_key']}"},
+        )
+    assert r.status_code == 201, r.text
+    return r.json()["host_url"].split("#host=", 1)[1]
+
+
+async def host_browser(base: str, chat: dict[str, Any], name: str, role: str = "host") -> Browser:
+    """A browser session that opened a host link for ``name``."""
+    token = await host_link(base, chat, name, role)
+    return await signed_in_browser(base, chat["slug"], "host", token)
+
+
+class Browser:
+    """A cookie-keeping HTTP client and its page's CSRF token, like a signed-in tab."""
+
+    def __init__(self, http: httpx.AsyncClient, csrf: str) -> None:
+        self.http = http
+        self.csrf = csrf
+
+    async def post(self, slug: str, text: str, **fields: Any) -> dict[str, Any]:
+        """Post in chat ``slug`` from this browser; returns the stored post."""
+        r = await self.http.post(
+            f"/api/chats/{slug}/posts",
+            json={"text": text, **fields},
+            headers={"X-CSRF-Token": self.csrf},
+        )
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    async def close(self) -> None:
+        await self.http.aclose()
 
 
 class LiveClient:

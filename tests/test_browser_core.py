@@ -108,6 +108,7 @@ def test_moderator_pin_updates_other_viewers_live(server, new_page):
     mod.goto(created["moderator_url"])
     assert mod.url.endswith(f"/c/{slug}")  # the key left the address bar
     mod.wait_for_selector("body.is-mod")
+    assert "#key" not in mod.url and created["moderator_key"] not in server.log()
     mod.wait_for_selector("#conn-state[data-state=live]")
     mod.click(f"#post-{target['id']} .act-pin")
     lurker.wait_for_selector(f"#pin-list .pin[data-post-id='{target['id']}']")

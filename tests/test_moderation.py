@@ -3,13 +3,12 @@ the action log with undo, the Q/A grouping API, and who may do what."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.factories import LiveClient, create_chat, post
+from tests.factories import LiveClient, create_chat, host_browser, moderator_browser, post
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -68,8 +67,13 @@ async def test_people_are_marked_as_hosts_and_readers_get_a_people_frame(server)
         ]
         assert frame["offset"] == 1 and frame["epoch"] == chat["chat"]["epoch"]
 
-        host_post = await post(server.url, slug, "Q1: hello all", author="Maya")
+        maya = await host_browser(server.url, chat, "Maya")
+        host_post = await maya.post(slug, "Q1: hello all")
         assert host_post["is_host"] is True
+        await maya.close()
+        # Typing a host's name is not being the host.
+        impostor = await post(server.url, slug, "Q9: trust me", author="Maya")
+        assert impostor["is_host"] is False
         # The guest is named on Mastodon only; a native author of that name is nobody.
         other = await post(server.url, slug, "hi", author="Guesty")
         assert other["is_host"] is False
@@ -186,7 +190,9 @@ async def test_rules_hold_matching_posts_until_a_moderator_approves(server):
         casino = await post(server.url, slug, "Win big at the CASINO tonight", author="Spammer")
         link = await post(server.url, slug, "deals: https://www.spam.example/x", author="Bot")
         fine = await post(server.url, slug, "Occasionally I visit casinos.example", author="Ann")
-        host = await post(server.url, slug, "Q1: no casino talk please", author="Maya")
+        maya = await host_browser(server.url, chat, "Maya")
+        host = await maya.post(slug, "Q1: no casino talk please")
+        await maya.close()
         frames = [await reader.until(lambda f: f["type"] == "post") for _ in range(2)]
         assert [f["post"]["id"] for f in frames] == [fine["id"], host["id"]]
         assert casino["hidden"] is True and link["hidden"] is True
@@ -333,8 +339,10 @@ async def test_questions_api_groups_answers_under_host_questions(server):
     slug = chat["slug"]
     async with mod_client(server, chat) as http:
         await http.put(f"/api/chats/{slug}/people", json={"people": [{"handle": "maya"}]})
-        q1 = await post(server.url, slug, "Q1: favourite tool?", author="Maya")
-        q2 = await post(server.url, slug, "Q2: favourite plant?", author="Maya")
+        maya = await host_browser(server.url, chat, "Maya")
+        q1 = await maya.post(slug, "Q1: favourite tool?")
+        q2 = await maya.post(slug, "Q2: favourite plant?")
+        await maya.close()
         a1 = await post(server.url, slug, "A1: a trowel", author="Ann")
         reply = await post(server.url, slug, "my hands!", author="Bo", in_reply_to=q1["id"])
         a2 = await post(server.url, slug, "A2 basil", author="Cy")
@@ -386,9 +394,9 @@ async def test_moderation_is_refused_to_everyone_else(server):
             r = await http.request(method, url, json=body, headers=wrong)
             assert r.status_code == 403, (method, path, r.status_code)
 
-    async with httpx.AsyncClient(base_url=server.url, follow_redirects=True) as browser:
-        page = await browser.get(one["moderator_url"])
-        token = re.search(r'data-csrf="([^"]+)"', page.text)[1]  # type: ignore[index]
+    signed_in = await moderator_browser(server.url, one)
+    browser, token = signed_in.http, signed_in.csrf
+    try:
         # Posting under a name remembers it in the session, and the log uses it.
         r = await browser.post(
             f"/api/chats/{slug}/posts",
@@ -404,6 +412,8 @@ async def test_moderation_is_refused_to_everyone_else(server):
         log = (
             await browser.get(f"/api/chats/{slug}/actions", headers={"X-CSRF-Token": token})
         ).json()["actions"]
+    finally:
+        await signed_in.close()
     assert log[0]["action"] == "block" and log[0]["actor"] == "moderator link (Rosa)"
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.factories import create_chat, post
+from tests.factories import create_chat, host_browser, post
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -44,12 +44,14 @@ async def a_chat_with_questions(server: Any) -> dict[str, Any]:
     async with mod_client(server, chat) as mod:
         await mod.put(f"/api/chats/{slug}/people", json={"people": [{"handle": "maya"}]})
         await mod.post(f"/api/chats/{slug}/rules", json={"kind": "keyword", "pattern": "casino"})
-        made["q1"] = await post(server.url, slug, "Q1: what do you grow?", author="Maya")
+        maya = await host_browser(server.url, chat, "Maya")  # a host link, not a typed name
+        made["q1"] = await maya.post(slug, "Q1: what do you grow?")
         made["a1"] = await post(server.url, slug, "A1: tomatoes", author="Ann")
         made["reply"] = await post(
             server.url, slug, "basil on the sill", author="Bo", in_reply_to=made["q1"]["id"]
         )
-        made["q2"] = await post(server.url, slug, "Q2: any pests?", author="Maya")
+        made["q2"] = await maya.post(slug, "Q2: any pests?")
+        await maya.close()
         made["a2"] = await post(server.url, slug, "A2: =SUM(1,2) aphids", author="Cy")
         made["hostile"] = await post(server.url, slug, "<script>alert(1)</script>", author="Eve")
         made["formula"] = await post(server.url, slug, "=1+1 is two", author="Fi")

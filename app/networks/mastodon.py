@@ -82,6 +82,11 @@ STREAMING_PATH = "/api/v1/streaming"
 # about 5% of Mastodon's 300-requests-per-5-minutes budget.
 CONTEXT_QUESTIONS = 20
 CONTEXT_REQUESTS_PER_CYCLE = 3
+# These passes run on the event loop, before the room caps a post: the question check reads
+# only the opening of a status (a marker opens it) and a quoted post keeps a preview's worth,
+# so a megabyte of hostile markup costs what a normal post does.
+QUESTION_PEEK = 2000
+QUOTE_HTML_LIMIT = 10000
 
 T = TypeVar("T")
 
@@ -187,8 +192,14 @@ def _quote(status: dict[str, Any], domain: str) -> dict[str, Any] | None:
     return {
         "url": _str(quoted.get("url")) or _str(quoted.get("uri")),
         "author": author.handle,
-        "text": html_to_text(_str(quoted.get("content")) or ""),
+        "text": html_to_text((_str(quoted.get("content")) or "")[:QUOTE_HTML_LIMIT]),
     }
+
+
+def opens_with_question(html: str) -> bool:
+    """True when a status's HTML opens with a question marker ("Q1: …"). Reads only the
+    opening :data:`QUESTION_PEEK` characters, so it costs the same on any size of post."""
+    return question_number(html_to_text(html[:QUESTION_PEEK])) is not None
 
 
 def parse_status(data: dict[str, Any], instance: str) -> RemotePost:
@@ -1235,7 +1246,7 @@ class MastodonFollower:
         """Watch ``post``'s thread when it is a question (see the class docstring)."""
         if post.local_id is None or post.local_id in self._questions:
             return
-        if question_number(html_to_text(post.html)) is None:
+        if not opens_with_question(post.html):
             return
         self._questions[post.local_id] = time.monotonic()
         while len(self._questions) > CONTEXT_QUESTIONS:

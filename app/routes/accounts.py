@@ -10,6 +10,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
 from ..deps import CsrfDep
+from ..grants import account_allowed, forget_account, grant_account, session_account_ids
 from ..models import Account
 from ..publishing import Accounts, key_hash
 
@@ -42,13 +43,16 @@ def _accounts(request: Request) -> Accounts:
 
 
 def may_use(request: Request, account: Account) -> bool:
-    """The browser session that connected it, or the account's API key as a Bearer token."""
-    if account.id in request.session.get("accounts", []):
-        return True
+    """The account's API key as a Bearer token, or a browser session holding the account's
+    live grant (see app/grants.py: it dies with the account)."""
     scheme, _, key = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and key.strip():
         return hmac.compare_digest(key_hash(key.strip()), account.owner)
-    return False
+    return account_allowed(request.session, _secret(request), account)
+
+
+def _secret(request: Request) -> str:
+    return request.app.state.settings.secret_key
 
 
 async def usable_account(request: Request, account_id: int) -> Account:
@@ -62,10 +66,22 @@ async def usable_account(request: Request, account_id: int) -> Account:
     return account
 
 
+async def session_accounts(request: Request) -> list[Account]:
+    """The accounts this browser session holds live grants for, oldest first."""
+    out = []
+    for account_id in session_account_ids(request.session):
+        try:
+            account = await _accounts(request).get(account_id)
+        except HTTPException:  # disconnected: its grant died with it
+            continue
+        if account_allowed(request.session, _secret(request), account):
+            out.append(account)
+    return out
+
+
 def remember(request: Request, account: Account) -> None:
-    """Let this browser session use the account (kept in the signed session cookie)."""
-    ids = [i for i in request.session.get("accounts", []) if i != account.id]
-    request.session["accounts"] = [*ids, account.id][-10:]
+    """Let this browser session use the account (its grant, in the signed session cookie)."""
+    grant_account(request.session, _secret(request), account)
 
 
 @router.post(
@@ -87,13 +103,7 @@ async def connect_account(body: AccountIn, request: Request) -> dict[str, Any]:
 
 @router.get("/accounts/mine", summary="Accounts this browser session may post with")
 async def my_accounts(request: Request) -> list[dict[str, Any]]:
-    out = []
-    for account_id in request.session.get("accounts", []):
-        try:
-            out.append(account_json(await _accounts(request).get(account_id)))
-        except HTTPException:
-            continue
-    return out
+    return [account_json(account) for account in await session_accounts(request)]
 
 
 @router.delete(
@@ -105,9 +115,7 @@ async def my_accounts(request: Request) -> list[dict[str, Any]]:
 async def disconnect_account(account_id: int, request: Request) -> Response:
     account = await usable_account(request, account_id)
     await _accounts(request).disconnect(account)
-    request.session["accounts"] = [
-        i for i in request.session.get("accounts", []) if i != account_id
-    ]
+    forget_account(request.session, account_id)
     return Response(status_code=204)
 
 

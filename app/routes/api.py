@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field, field_validator
 
 from .. import text
 from ..deps import CsrfDep, IngestDep, RoomsDep, SettingsDep
+from ..grants import grant_moderator, host_link_token, is_moderator, vouched_host
 from ..rooms import Invalid, NotFound, SourceSpec, chat_json
+from ..security import key_matches
 from .moderation import ActorDep
 
 router = APIRouter(prefix="/api", tags=["api"])
@@ -75,9 +77,15 @@ def check_length(value: str, limit: int) -> None:
         )
 
 
+def site_url(request: Request, settings: Any) -> str:
+    return settings.public_url.rstrip("/") or str(request.base_url).rstrip("/")
+
+
 def moderator_url(request: Request, settings: Any, slug: str, key: str) -> str:
-    base = settings.public_url.rstrip("/") or str(request.base_url).rstrip("/")
-    return f"{base}/c/{slug}?key={key}"
+    """The moderator link. The key rides in the fragment, which browsers never send: it stays
+    out of access logs, proxies and referrers; the page's script hands it over in a POST and
+    clears it from the address bar (without scripts, /c/{slug}/moderate takes it in a form)."""
+    return f"{site_url(request, settings)}/c/{slug}#key={key}"
 
 
 async def create_chat_from(
@@ -125,6 +133,8 @@ async def create_chat_from(
         raise HTTPException(422, str(exc)) from exc
     for source in sources:
         ingest.start(source, chat)
+    if request.app.state.session_cookie in request.cookies:
+        grant_moderator(request.session, settings.secret_key, chat)
     return {
         "slug": chat.slug,
         "moderator_key": key,
@@ -148,12 +158,7 @@ async def list_chats(rooms: RoomsDep) -> list[dict[str, Any]]:
 async def create_chat(
     body: ChatIn, request: Request, rooms: RoomsDep, ingest: IngestDep, settings: SettingsDep
 ) -> dict[str, Any]:
-    result = await create_chat_from(body, request, rooms, ingest, settings)
-    mods = set(request.session.get("mod", []))
-    if request.app.state.session_cookie in request.cookies:
-        mods.add(result["slug"])
-        request.session["mod"] = sorted(mods)
-    return result
+    return await create_chat_from(body, request, rooms, ingest, settings)
 
 
 @router.get("/chats/{slug}", summary="A chat and its current pins")
@@ -225,12 +230,40 @@ async def create_post(
         return await publish(request, slug, body)
     author = body.author or request.session.get("name", "")
     try:
-        post = await rooms.add_native_post(slug, body.text, author, body.in_reply_to)
+        chat = await rooms.get_chat(slug)
+    except NotFound as exc:
+        raise _http_error(exc) from exc
+    vouched = await vouched_poster(request, chat)
+    if vouched is not None and vouched.get("name"):
+        author = vouched["name"]  # a host link names its holder; the form cannot rename them
+    try:
+        post = await rooms.add_native_post(
+            slug, body.text, author, body.in_reply_to, vouched=vouched is not None
+        )
     except (NotFound, Invalid, ValueError) as exc:
         raise _http_error(exc) from exc
     if request.app.state.session_cookie in request.cookies:
-        request.session["name"] = " ".join(author.split())
+        request.session["name"] = text.clean_name(author)
     return post
+
+
+async def vouched_poster(request: Request, chat: Any) -> dict[str, str] | None:
+    """Who the moderators vouched for behind this request, or None for anyone else: a
+    moderator (key or cookie; ``{}``, they post under the name they type) or the holder of a
+    live host link (``{name, role}``)."""
+    secret = request.app.state.settings.secret_key
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    if (
+        scheme.lower() == "bearer"
+        and key.strip()
+        and key_matches(key.strip(), chat.moderator_key_hash)
+    ):
+        return {}
+    if request.app.state.session_cookie not in request.cookies:
+        return None
+    if is_moderator(request.session, secret, chat):
+        return {}
+    return vouched_host(request.session, secret, chat)
 
 
 @router.put("/chats/{slug}/pins/{post_id}", summary="Pin a post (moderators)")
@@ -283,3 +316,61 @@ async def unhide_post(slug: str, post_id: int, rooms: RoomsDep, actor: ActorDep)
     except NotFound as exc:
         raise _http_error(exc) from exc
     return {"post_id": post_id, "hidden": False, "changed": changed}
+
+
+class HostLinkIn(BaseModel):
+    name: str = Field(min_length=1, max_length=60, examples=["Sam (host)"])
+    role: Literal["host", "guest"] = "host"
+
+
+@router.post(
+    "/chats/{slug}/moderator-key",
+    summary="Rotate the moderator key (moderators)",
+    description="Makes a new moderator key and returns it with its link (shown only here). "
+    "The old key, every moderator cookie made from it and every host link stop working.",
+)
+async def rotate_moderator_key(
+    slug: str, request: Request, rooms: RoomsDep, settings: SettingsDep, actor: ActorDep
+) -> dict[str, Any]:
+    try:
+        chat, key = await rooms.rotate_moderator_key(slug)
+    except NotFound as exc:
+        raise _http_error(exc) from exc
+    if actor.startswith("moderator link"):  # the browser that rotated stays a moderator
+        grant_moderator(request.session, settings.secret_key, chat)
+    return {
+        "slug": chat.slug,
+        "moderator_key": key,
+        "moderator_url": moderator_url(request, settings, chat.slug, key),
+    }
+
+
+@router.post(
+    "/chats/{slug}/host-links",
+    status_code=201,
+    summary="Make a host link (moderators)",
+    description="A link that vouches for one person as a host or guest of this native room: "
+    "their posts carry the badge, under the name given here, and skip the hold-for-review "
+    "rules. It works until the moderator key is rotated.",
+)
+async def make_host_link(
+    slug: str,
+    body: HostLinkIn,
+    request: Request,
+    rooms: RoomsDep,
+    settings: SettingsDep,
+    _actor: ActorDep,
+) -> dict[str, Any]:
+    name = text.clean_name(body.name)
+    if not name:
+        raise HTTPException(422, "name: give the host's display name")
+    try:
+        chat = await rooms.get_chat(slug)
+    except NotFound as exc:
+        raise _http_error(exc) from exc
+    token = host_link_token(settings.secret_key, chat, name, body.role)
+    return {
+        "name": name,
+        "role": body.role,
+        "host_url": f"{site_url(request, settings)}/c/{chat.slug}#host={token}",
+    }

@@ -20,19 +20,20 @@ import secrets
 import time
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from ..grants import forget_account
 from ..models import Account, OAuthApp
 from ..networks.base import AuthError, NetworkError
 from ..networks.mastodon import DEFAULT_SCOPES, AppCredentials, MastodonApi, error_name, new_pkce
 from ..publishing import Connected
 from ..security import csrf_token
 from ..sources.mastodon import NETWORK, normalize_instance
-from .accounts import remember
+from .accounts import remember, session_accounts
 
 log = logging.getLogger(__name__)
 
@@ -263,12 +264,7 @@ async def forget_older(request: Request, account: Account) -> None:
     """Signing in again as the same person replaces this session's older copy (whose token
     is revoked), so "Post as" lists each account once."""
     accounts = request.app.state.accounts
-    kept = []
-    for account_id in request.session.get("accounts", []):
-        try:
-            older = await accounts.get(account_id)
-        except HTTPException:  # gone already: drop it from the session
-            continue
+    for older in await session_accounts(request):
         same = (older.network, older.instance, older.handle) == (
             account.network,
             account.instance,
@@ -276,6 +272,4 @@ async def forget_older(request: Request, account: Account) -> None:
         )
         if same and older.id != account.id:
             await accounts.disconnect(older)
-            continue
-        kept.append(account_id)
-    request.session["accounts"] = kept
+            forget_account(request.session, older.id)  # type: ignore[arg-type]

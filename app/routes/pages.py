@@ -8,9 +8,16 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import ValidationError
 
-from ..deps import IngestDep, RoomsDep, SettingsDep, moderator_slugs
+from ..deps import IngestDep, RoomsDep, SettingsDep
+from ..grants import (
+    grant_host,
+    grant_moderator,
+    is_moderator,
+    read_host_link,
+)
 from ..rooms import NotFound
 from ..security import csrf_ok, csrf_token, key_matches
+from .accounts import session_accounts
 from .api import ChatIn, create_chat_from
 
 router = APIRouter(include_in_schema=False)
@@ -97,7 +104,6 @@ async def create_chat_form(
             sources=sources_from_form(form) or None,
         )
         created = await create_chat_from(body, request, rooms, ingest, settings)
-        request.session["mod"] = sorted({*moderator_slugs(request), created["slug"]})
     except ValidationError as exc:
         error = "; ".join(
             f"{'.'.join(str(x) for x in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
@@ -133,19 +139,19 @@ async def chat_page(
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from exc
     if key is not None:
-        # The moderator link: remember the role in the signed cookie, then drop the key from
-        # the address bar (and from history, referrers and screenshots).
+        # A moderator link of the older form (key in the query): take it, then drop the key
+        # from the address bar. Links made now carry the key in the fragment instead.
         if not key_matches(key, chat.moderator_key_hash):
             raise HTTPException(403, "this moderator link is not valid for this chat")
-        request.session["mod"] = sorted({*moderator_slugs(request), slug})
+        grant_moderator(request.session, settings.secret_key, chat)
         return RedirectResponse(f"/c/{slug}", status_code=303)
     snap = await rooms.snapshot(slug)
-    is_mod = slug in moderator_slugs(request)
+    is_mod = is_moderator(request.session, settings.secret_key, chat)
     # The networks this room follows; those with a publisher take posts from users' accounts.
     networks = await rooms.source_networks(chat.id)  # type: ignore[arg-type]
     postable = {n for n in networks if n in request.app.state.publishers}
     accounts = request.app.state.accounts
-    mine = request.session.get("accounts", [])
+    mine = [a.id for a in await session_accounts(request)]
     return _templates(request).TemplateResponse(
         request,
         "chat.html",
@@ -172,3 +178,71 @@ async def chat_page(
             "push_minutes": f"{settings.push_start_minutes:g}",
         },
     )
+
+
+async def _chat_or_404(rooms: Any, slug: str) -> Any:
+    try:
+        return await rooms.get_chat(slug)
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+
+
+def _enter_page(request: Request, chat: Any, kind: str, error: str | None, status: int) -> Any:
+    return _templates(request).TemplateResponse(
+        request,
+        "enter.html",
+        {"chat": chat, "kind": kind, "error": error, "csrf_token": csrf_token(request.session)},
+        status_code=status,
+    )
+
+
+@router.get("/c/{slug}/moderate", response_class=HTMLResponse)
+async def moderate_form(slug: str, request: Request, rooms: RoomsDep) -> Any:
+    """Where a moderator link's key is handed over: the chat page's script posts it here;
+    without scripts this form takes it (paste the part after ``#key=``)."""
+    return _enter_page(request, await _chat_or_404(rooms, slug), "key", None, 200)
+
+
+@router.post("/c/{slug}/moderate", response_class=HTMLResponse)
+async def moderate_sign_in(
+    slug: str, request: Request, rooms: RoomsDep, settings: SettingsDep
+) -> Any:
+    chat = await _chat_or_404(rooms, slug)
+    form = await request.form()
+    if not csrf_ok(request.session, str(form.get("csrf_token", ""))):
+        return _enter_page(request, chat, "key", "Stale form: reload the page and try again.", 403)
+    key = str(form.get("key", "")).strip().removeprefix("#").removeprefix("key=")
+    if not key or not key_matches(key, chat.moderator_key_hash):
+        return _enter_page(
+            request, chat, "key", "This moderator key is not valid for this chat.", 403
+        )
+    grant_moderator(request.session, settings.secret_key, chat)
+    return RedirectResponse(f"/c/{slug}", status_code=303)
+
+
+@router.get("/c/{slug}/host", response_class=HTMLResponse)
+async def host_form(slug: str, request: Request, rooms: RoomsDep) -> Any:
+    """Where a host link's token is handed over (as for the moderator link)."""
+    return _enter_page(request, await _chat_or_404(rooms, slug), "host", None, 200)
+
+
+@router.post("/c/{slug}/host", response_class=HTMLResponse)
+async def host_sign_in(slug: str, request: Request, rooms: RoomsDep, settings: SettingsDep) -> Any:
+    chat = await _chat_or_404(rooms, slug)
+    form = await request.form()
+    if not csrf_ok(request.session, str(form.get("csrf_token", ""))):
+        return _enter_page(request, chat, "host", "Stale form: reload the page and try again.", 403)
+    token = str(form.get("token", "")).strip().removeprefix("#").removeprefix("host=")
+    person = read_host_link(settings.secret_key, chat, token)
+    if person is None:
+        return _enter_page(
+            request,
+            chat,
+            "host",
+            "This host link is not valid for this chat (the moderator key may have changed: "
+            "ask a moderator for a new link).",
+            403,
+        )
+    grant_host(request.session, settings.secret_key, chat, person)
+    request.session["name"] = person["name"]
+    return RedirectResponse(f"/c/{slug}", status_code=303)

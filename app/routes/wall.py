@@ -3,7 +3,6 @@ posts flowing under it, live over the same websocket as the chat page."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
@@ -24,8 +23,15 @@ def wall_text(post: dict[str, Any], hashtag: str) -> str:
     if post.get("spoiler_text"):
         return f"Content warning: {post['spoiler_text']}"
     text = post.get("text") or ""
-    trimmed = re.sub(rf"\s*#{re.escape(hashtag)}\s*$", "", text, flags=re.IGNORECASE).strip()
-    return trimmed or text
+    # String operations, not a regex: "\s*#tag\s*$" retried its leading "\s*" at every
+    # blank of a long run of spaces (quadratic; a 100 KB post stalled the page for seconds).
+    body = text.rstrip()
+    suffix = f"#{hashtag}"
+    if body[-len(suffix) :].casefold() == suffix.casefold():
+        body = body[: -len(suffix)]
+    else:
+        body = text
+    return body.strip() or text
 
 
 def current_question(pins: list[dict[str, Any]]) -> dict[str, Any] | None:
