@@ -252,6 +252,34 @@ class Settings(BaseSettings):
         description="`Strict-Transport-Security` max-age sent in production (0 sends none).",
     )
 
+    # Reach: notifications, calendar alarms, the installable app, the Bluesky feed generator.
+    calendar_alarm_minutes: float = Field(
+        10.0,
+        ge=0,
+        le=10080,
+        description="Minutes before each session that calendar feeds ring an alarm (0: none).",
+    )
+    push_start_minutes: float = Field(
+        10.0,
+        gt=0,
+        le=1440,
+        description='Minutes before a session that its "starts soon" push notification is sent.',
+    )
+    push_contact: str = Field(
+        "",
+        pattern=r"^$|^(mailto:[^\s@]+@[^\s@]+|https://\S+)$",
+        description="Contact (mailto: or https:) given to push services in the VAPID token; "
+        "empty: HASHROOM_PUBLIC_URL when it is https.",
+    )
+    push_queue_size: int = Field(
+        1000,
+        ge=10,
+        description="Push notices and messages waiting to be sent before new ones are dropped.",
+    )
+    push_max_tries: int = Field(
+        5, ge=1, le=20, description="Attempts at delivering one push message before giving up."
+    )
+
     # --- Quotas and limits (docs/security.md) ---
     max_body_bytes: int = Field(
         256 * 1024,

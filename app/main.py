@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .config import Settings, get_settings
 from .db import make_engine
+from .feeds import Feeds
 from .guard import RequestGuard
 from .hub import Hub
 from .ingest import FollowerFactory, IngestManager
@@ -27,10 +28,14 @@ from .moderation import Moderation
 from .outbound import OutboundPolicy, make_http_client, make_ws_connect
 from .present import Presenter
 from .publishing import Accounts, Publisher
+from .push import Push
 from .rooms import DEMO_SLUG, Rooms
 from .routes import accounts, api, health, live, pages, transcripts, wall
 from .routes import calendar as calendar_routes
+from .routes import feed as feed_routes
+from .routes import install as install_routes
 from .routes import moderation as moderation_routes
+from .routes import push as push_routes
 from .scheduler import Scheduler, upcoming_for_page
 from .security import Vault
 from .sources import install_all
@@ -158,6 +163,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.moderation = Moderation(rooms, on_schedule_change=scheduler.wake)
         app.state.http = http
         app.state.accounts = Accounts(rooms, app.state.vault, app.state.publishers)
+        app.state.feeds = Feeds(rooms, settings)
+        app.state.push = push = Push(
+            rooms, app.state.vault, http, settings, supervisor, app.state.outbound
+        )
+        await push.start()
         for hook in app.state.startup_hooks:
             await hook(app)
         if settings.demo_enabled:
@@ -177,6 +187,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            push.stop_timers()
             await supervisor.shutdown()
             await http.aclose()
             engine.dispose()
@@ -257,6 +268,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(api.router)
     app.include_router(accounts.router)
+    app.include_router(push_routes.router)
+    app.include_router(feed_routes.router)
+    app.include_router(install_routes.router)
     app.include_router(live.router)
     app.include_router(moderation_routes.router)
     app.include_router(transcripts.router)

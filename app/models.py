@@ -201,3 +201,46 @@ class OAuthApp(SQLModel, table=True):
     client_id: str = Field(max_length=300)
     client_secret: str = Field(max_length=4000)  # encrypted
     created_at: datetime = _ts(nullable=False, default=utcnow)
+
+
+class PushKey(SQLModel, table=True):
+    """The server's VAPID key pair for Web Push, generated once. The private key is sealed
+    with the app secret; subscriptions are bound to the public key, so it never changes."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    private_key: str = Field(max_length=4000)  # sealed PEM
+    public_key: str = Field(max_length=200)  # base64url uncompressed point
+    created_at: datetime = _ts(nullable=False, default=utcnow)
+
+
+class PushSubscription(SQLModel, table=True):
+    """A browser's push subscription to one chat, and which notices it wants.
+
+    ``owner`` is the hash of the device token the browser was given, which lists and removes
+    its subscriptions; ``account_ids`` are the Hashroom accounts whose posts' replies it
+    hears about; ``notified_start`` is the session start it was last told about.
+    """
+
+    __table_args__ = (UniqueConstraint("owner", "chat_id", name="uq_push_owner_chat"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    chat_id: int = Field(foreign_key="chat.id", index=True)
+    owner: str = Field(max_length=64, index=True)
+    endpoint: str = Field(max_length=1000)
+    p256dh: str = Field(max_length=200)
+    auth: str = Field(max_length=100)
+    kinds: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    account_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    notified_start: datetime | None = _ts(nullable=True)
+    created_at: datetime = _ts(nullable=False, default=utcnow)
+
+
+class FeedRecord(SQLModel, table=True):
+    """A chat's Bluesky feed, published as an ``app.bsky.feed.generator`` record in a
+    moderator's repo (``uri``); removing the record deletes the row."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    chat_id: int = Field(foreign_key="chat.id", unique=True)
+    account_id: int | None = Field(default=None)
+    uri: str = Field(max_length=500, index=True)
+    created_at: datetime = _ts(nullable=False, default=utcnow)

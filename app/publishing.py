@@ -350,6 +350,37 @@ class Accounts:
             await self._reseal(account.id, result.secret)  # type: ignore[arg-type]
         return await self._store(chat, result.post, account.id)  # type: ignore[arg-type]
 
+    async def write_record(
+        self, account: Account, collection: str, rkey: str, record: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """Put (or, with None, delete) a record in the account's own repository, on networks
+        that have repositories (Bluesky). Remote errors become HTTP answers in our words."""
+        pub = self.publisher(account.network)
+        write = getattr(pub, "write_record", None)
+        if write is None:
+            raise HTTPException(
+                422, f"account_id: a {account.network} account cannot publish records; use Bluesky"
+            )
+        secret = self.vault.open(account.secret)
+        try:
+            result, renewed = await write(account, secret, collection, rkey, record)
+        except AuthError as exc:
+            raise HTTPException(
+                401,
+                f"{account.network} refused your account ({exc.status or 'auth'}); sign in again",
+            ) from exc
+        except RemoteRejected as exc:
+            raise HTTPException(
+                422, f"{account.network} refused the record (HTTP {exc.status or 400})"
+            ) from exc
+        except NetworkError as exc:
+            raise HTTPException(
+                502, f"could not reach {account.network} (HTTP {exc.status or 'error'}); try again"
+            ) from exc
+        if renewed is not None:
+            await self._reseal(account.id, renewed)  # type: ignore[arg-type]
+        return result
+
     async def _reseal(self, account_id: int, secret: dict[str, Any]) -> None:
         sealed = self.vault.seal(secret)
 
@@ -370,6 +401,10 @@ class Accounts:
             assert fresh is not None
             existing = rooms.find_post(session, chat.id, rp.network, rp.remote_id)  # type: ignore[arg-type]
             if existing is not None:  # the stream was faster than our response
+                if existing.account_id is None:
+                    # Still ours: replies to it are replies to this account's post.
+                    existing.account_id = account_id
+                    session.add(existing)
                 return post_json(existing), []
             stored, frames = rooms._apply_batch(
                 session, fresh, None, [Upsert(rp)], pending=True, account_id=account_id

@@ -134,6 +134,27 @@ def demo_moderator_key(secret_key: str) -> str:
     ]
 
 
+NOTES = "hashroom.notes"
+NOTE_TEXT = 300  # enough for a notification's body; the room has the rest
+
+
+@dataclass(frozen=True, slots=True)
+class RoomNote:
+    """Something outside the room may want to hear about, written by a committed write:
+    ``pinned`` (a question was pinned) or ``reply`` (someone answered a post made through
+    Hashroom account ``account_id``)."""
+
+    kind: str
+    chat_id: int
+    slug: str
+    hashtag: str
+    title: str
+    post_id: int
+    author: str
+    text: str
+    account_id: int | None = None
+
+
 class Rooms:
     """The single writer and the consistent readers of rooms."""
 
@@ -143,19 +164,50 @@ class Rooms:
         self.settings = settings
         self.presenter = presenter
         self._lock = asyncio.Lock()
+        # Called (synchronously, after commit) with the notes of each write; they must not
+        # block: the push notifier only queues.
+        self.observers: list[Callable[[list[RoomNote]], None]] = []
 
     # -- plumbing -------------------------------------------------------------------------
 
     async def write(self, fn: Callable[[Session], tuple[T, list[Frame]]]) -> T:
-        """Run ``fn`` in one transaction (in a thread), then publish its frames in order."""
+        """Run ``fn`` in one transaction (in a thread), then publish its frames in order and
+        hand the transaction's notes (:class:`RoomNote`) to every observer, once it committed."""
         async with self._lock:
-            result, frames = await asyncio.to_thread(self._transaction, fn)
+            result, frames, notes = await asyncio.to_thread(self._transaction, fn)
             self.hub.publish(frames)
+        if notes:
+            for observer in self.observers:
+                try:
+                    observer(notes)
+                except Exception:  # an observer's bug must not fail the write that committed
+                    log.exception("room observer failed")
         return result
 
-    def _transaction(self, fn: Callable[[Session], tuple[T, list[Frame]]]) -> tuple[T, list[Frame]]:
+    def _transaction(
+        self, fn: Callable[[Session], tuple[T, list[Frame]]]
+    ) -> tuple[T, list[Frame], list[RoomNote]]:
         with session_scope(self.engine) as session:
-            return fn(session)
+            result, frames = fn(session)
+            notes = session.info.pop(NOTES, [])
+        return result, frames, notes
+
+    @staticmethod
+    def _note(session: Session, chat: Chat, kind: str, post: Post, **extra: Any) -> None:
+        """Record that something observers care about happened in this transaction."""
+        session.info.setdefault(NOTES, []).append(
+            RoomNote(
+                kind=kind,
+                chat_id=chat.id,  # type: ignore[arg-type]
+                slug=chat.slug,
+                hashtag=chat.hashtag,
+                title=chat.title,
+                post_id=post.id,  # type: ignore[arg-type]
+                author=post.author_name or post.author_handle,
+                text=post.text[:NOTE_TEXT],
+                **extra,
+            )
+        )
 
     async def read(self, fn: Callable[[Session], T]) -> T:
         """Run a read-only ``fn`` in a thread with its own session."""
@@ -449,6 +501,7 @@ class Rooms:
                     self._alias(session, source_id, rp.local_id, post.id)  # type: ignore[arg-type]
                     if shown(post):  # blocked and held posts never reach readers
                         frames.append(self._post_event(session, "post", post, hosts))
+                        self._note_reply(session, chat, post)
                     stored.append(post)
                     continue
                 self._alias(session, source_id, rp.local_id, existing.id)  # type: ignore[arg-type]
@@ -512,6 +565,16 @@ class Rooms:
                     events.append(session, chat.id, "delete", {"post_id": post.id}, post_id=post.id)  # type: ignore[arg-type]
                 )
         return stored, frames
+
+    def _note_reply(self, session: Session, chat: Chat, post: Post) -> None:
+        if post.in_reply_to_id is None or post.pending:
+            return
+        parent = session.get(Post, post.in_reply_to_id)
+        if parent is None or parent.account_id is None or parent.account_id == post.account_id:
+            return
+        if post.author_handle.casefold() == parent.author_handle.casefold():
+            return  # answering yourself is not news
+        self._note(session, chat, "reply", post, account_id=parent.account_id)
 
     @staticmethod
     def _alias(session: Session, source_id: int | None, local_id: str | None, post_id: int) -> None:
@@ -663,6 +726,7 @@ class Rooms:
                 session.flush()
                 frames.append(self._pin_event(session, pin_row, post))
                 self._log(session, actor, "question", post)
+                self._note(session, chat, "pinned", post)
             hosts = self.hosts(session, chat.id)  # type: ignore[arg-type]
             return post_json(post, is_host=self.is_host(post, hosts)), frames
 
@@ -717,6 +781,8 @@ class Rooms:
             session.add(pin)
             session.flush()
             self._log(session, actor, "pin", post, question=is_q)
+            if is_q:
+                self._note(session, chat, "pinned", post)
             return pin_json(pin), [self._pin_event(session, pin, post)]
 
         return await self.write(fn)
@@ -969,6 +1035,11 @@ def _visible() -> tuple[Any, ...]:
         Post.deleted.is_(False),  # type: ignore[attr-defined]
         Post.held.is_(False),  # type: ignore[attr-defined]
     )
+
+
+def visible() -> tuple[Any, ...]:
+    """The clauses of "readers see this post", for queries outside this module."""
+    return _visible()
 
 
 def _better_author(fresh: Post, existing: Post) -> bool:

@@ -465,6 +465,7 @@ def calendar_ics(
     horizon_days: int = 90,
     base_url: str,
     name: str = "Hashroom chats",
+    alarm_minutes: float = 10,
 ) -> bytes:
     """An iCalendar feed (RFC 5545) of ``chats``, ready to serve as ``text/calendar``.
 
@@ -474,7 +475,8 @@ def calendar_ics(
     themselves in local time, right across DST; one VTIMEZONE per zone used is included.
     UID is ``chat-{slug}@{host of base_url}``: stable per chat, distinct between servers.
     SUMMARY is "#tag — title"; DESCRIPTION the description and the room's address; URL the
-    room.
+    room, so every occurrence links back to it. A VALARM (DISPLAY) rings ``alarm_minutes``
+    before each occurrence; 0 leaves the alarm out.
     """
     _require_aware("now", now)
     horizon_end = now + timedelta(days=horizon_days)
@@ -509,6 +511,14 @@ def calendar_ics(
         description = f"{chat.description}\n\n{room_url}" if chat.description else room_url
         event.add("description", description)
         event.add("url", room_url)
+        if alarm_minutes > 0:
+            alarm = icalendar.Alarm()
+            alarm.add("action", "DISPLAY")
+            alarm.add(
+                "description", f"#{chat.hashtag} starts in {alarm_minutes:g} minutes: {room_url}"
+            )
+            alarm.add("trigger", timedelta(minutes=-alarm_minutes))
+            event.add_component(alarm)
         cal.add_component(event)
         if earliest is None or schedule.start.date() < earliest:
             earliest = schedule.start.date()

@@ -239,3 +239,32 @@ def test_follow_windows_merge_and_name_their_next_edge():
     long = timedelta(hours=12)
     active, edge = follow_window(daily, at(12), long, long)
     assert active is True and edge is not None and edge > at(12) + timedelta(days=1)
+
+
+async def test_feeds_ring_an_alarm_before_each_session_and_link_to_the_room(make_server):
+    """Each VEVENT carries a DISPLAY VALARM HASHROOM_CALENDAR_ALARM_MINUTES before it (10 by
+    default, none at 0) naming the room's address, and its URL is the room."""
+    for env, minutes in (
+        ({}, 10),
+        ({"HASHROOM_CALENDAR_ALARM_MINUTES": "5"}, 5),
+        (
+            {"HASHROOM_CALENDAR_ALARM_MINUTES": "0"},
+            0,
+        ),
+    ):
+        server = make_server(**env)
+        chat = await create_chat(server.url, f"alarm{minutes}", schedule=TUESDAYS)
+        room = f"{server.url}/c/{chat['slug']}"
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            body = (await http.get(f"/c/{chat['slug']}/calendar.ics")).content
+        (event,) = events_of(body)
+        assert str(event["url"]) == room
+        alarms = [c for c in event.walk() if c.name == "VALARM"]
+        if minutes == 0:
+            assert alarms == [], "an alarm of 0 minutes means no alarm"
+            continue
+        (alarm,) = alarms
+        assert str(alarm["action"]) == "DISPLAY"
+        assert alarm.decoded("trigger") == timedelta(minutes=-minutes)
+        assert room in str(alarm["description"])
+        server.stop()

@@ -80,7 +80,11 @@ def _base_url(request: Request, settings: Any) -> str:
 
 def _ics(entries: list[ChatCalendarEntry], request: Request, settings: Any, name: str) -> Response:
     body = calendar_ics(
-        entries, now=datetime.now(UTC), base_url=_base_url(request, settings) + "/", name=name
+        entries,
+        now=datetime.now(UTC),
+        base_url=_base_url(request, settings) + "/",
+        name=name,
+        alarm_minutes=settings.calendar_alarm_minutes,
     )
     return Response(body, media_type=ICS_TYPE)
 

@@ -182,6 +182,7 @@ async def chat_page(
             "is_moderator": is_mod,
             "display_name": request.session.get("name", ""),
             "csrf_token": csrf_token(request.session),
+            "push_minutes": f"{settings.push_start_minutes:g}",
         },
     )
 

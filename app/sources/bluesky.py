@@ -454,6 +454,33 @@ class BlueskyPublisher:
             renewed = {**client.session.to_dict(), "langs": langs}
         return Published(post=post, secret=renewed)
 
+    async def write_record(
+        self,
+        account: Account,
+        secret: dict[str, Any],
+        collection: str,
+        rkey: str,
+        record: dict[str, Any] | None,
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """Put ``record`` at ``collection/rkey`` in the account's repo (``putRecord``), or
+        delete it when ``record`` is None (``deleteRecord``). Returns the PDS's answer and
+        the renewed secret, if the session was renewed. Raises as :meth:`publish`."""
+        client = self._client(account, secret)
+        before = client.session
+        body: dict[str, Any] = {"repo": client.did, "collection": collection, "rkey": rkey}
+        try:
+            if record is None:
+                result = await client.post("com.atproto.repo.deleteRecord", body)
+            else:
+                result = await client.post("com.atproto.repo.putRecord", {**body, "record": record})
+        except AuthError:
+            self._clients.pop(account.id or 0, None)
+            raise
+        renewed = None
+        if client.session != before:
+            renewed = {**client.session.to_dict(), "langs": secret.get("langs") or []}
+        return result, renewed
+
     async def disconnect(self, account: Account, secret: dict[str, Any]) -> None:
         """End the session on the PDS (``deleteSession`` with the refresh token)."""
         self._clients.pop(account.id or 0, None)

@@ -7,9 +7,9 @@
 // Imported with this module's own ?v= so one asset version moves all files together; all at
 // once, so the page does not wait for one file after another.
 const version = new URL(import.meta.url).search;
-const [common, hashtagRules, feedModule, filterModule, questionModule, prefsModule, keysModule, liveModule] =
+const [common, hashtagRules, feedModule, filterModule, questionModule, prefsModule, keysModule, liveModule, offlineModule, notifyModule] =
   await Promise.all(
-    ["common", "hashtag", "feed", "filters", "questions", "prefs", "keys", "live"].map((name) =>
+    ["common", "hashtag", "feed", "filters", "questions", "prefs", "keys", "live", "offline", "notify"].map((name) =>
       import(`./${name}.js${version}`),
     ),
   );
@@ -22,6 +22,8 @@ const { setupAnswerPrefix, setupQuestions } = questionModule;
 const { setupDisplay } = prefsModule;
 const { setupKeys } = keysModule;
 const { followLive } = liveModule;
+const { keepForOffline, registerWorker } = offlineModule;
+const { setupNotify } = notifyModule;
 
 markScripted();
 
@@ -750,4 +752,14 @@ followLive({
     questions.frameSeen(frame);
   },
   notice: (frame) => column.preserve(() => showNotice(frame.text)),
+});
+
+// The installed app: this room opens offline with the posts it last had (sw.js), and the
+// reader may ask to be notified.
+keepForOffline(version);
+setupNotify({
+  slug,
+  csrf: body.dataset.csrf,
+  root: $("notify"),
+  register: () => registerWorker(version),
 });

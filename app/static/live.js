@@ -15,7 +15,7 @@ const STATE_TEXT = {
   connecting: "Connecting…",
   live: "Live",
   reconnecting: "Reconnecting…",
-  offline: "Offline",
+  offline: "Offline — will catch up",
 };
 
 function backoffDelay(attempt) {
