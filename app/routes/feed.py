@@ -7,15 +7,23 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from ..deps import ModeratorDep, SettingsDep
+from ..deps import INT64_MAX, ModeratorDep, SettingsDep
 from ..feeds import Feeds
 from ..networks.feedgen import FeedError, check_limit, did_document
 from ..rooms import NotFound
 from .accounts import _accounts, usable_account
+from .errors import errors
 
-router = APIRouter(tags=["feed"])
+router = APIRouter(tags=["feed"], responses=errors(422))
+
+
+class XrpcErrorOut(BaseModel):
+    """The error body XRPC clients (Bluesky AppViews) expect."""
+
+    error: str
+    message: str | None = None
 
 
 def _feeds(request: Request) -> Feeds:
@@ -26,7 +34,11 @@ def _xrpc_error(exc: FeedError) -> JSONResponse:
     return JSONResponse({"error": exc.error, "message": exc.message}, status_code=400)
 
 
-@router.get("/.well-known/did.json", summary="The feed generator's DID document (did:web)")
+@router.get(
+    "/.well-known/did.json",
+    summary="The feed generator's DID document (did:web)",
+    responses=errors(404),
+)
 async def did_json(settings: SettingsDep) -> dict[str, Any]:
     try:
         return did_document(settings.public_url)
@@ -37,6 +49,7 @@ async def did_json(settings: SettingsDep) -> dict[str, Any]:
 @router.get(
     "/xrpc/app.bsky.feed.describeFeedGenerator",
     summary="The feed generator's DID and the feeds published from this server",
+    responses=errors(404),
 )
 async def describe(request: Request) -> dict[str, Any]:
     return await _feeds(request).describe()
@@ -45,6 +58,10 @@ async def describe(request: Request) -> dict[str, Any]:
 @router.get(
     "/xrpc/app.bsky.feed.getFeedSkeleton",
     summary="A chat's Bluesky posts as a feed skeleton",
+    responses={
+        **errors(404),
+        400: {"model": XrpcErrorOut, "description": "An XRPC error (`error`, `message`)."},
+    },
     description="`feed`: the feed record's at:// URI; `limit` 1–100 (default 50); `cursor` "
     "from the previous page. The pinned questions come first, then the newest posts; "
     "hidden and held posts never appear.",
@@ -62,10 +79,15 @@ async def skeleton(
 
 
 class FeedPublishIn(BaseModel):
-    account_id: int
+    account_id: int = Field(ge=1, le=INT64_MAX)
 
 
-@router.get("/api/chats/{slug}/feed", tags=["api"], summary="Whether the chat's feed is published")
+@router.get(
+    "/api/chats/{slug}/feed",
+    tags=["api"],
+    summary="Whether the chat's feed is published",
+    responses=errors(404),
+)
 async def feed_status(slug: str, request: Request) -> dict[str, Any]:
     try:
         return {"feed": await _feeds(request).published(slug)}
@@ -77,6 +99,7 @@ async def feed_status(slug: str, request: Request) -> dict[str, Any]:
     "/api/chats/{slug}/feed",
     tags=["api"],
     summary="Publish the chat as a Bluesky feed (moderators, with a Bluesky account)",
+    responses=errors(400, 401, 403, 404, 409, 413, 422, 502, 503),
     description="Writes an `app.bsky.feed.generator` record (the chat's title and "
     "description) to the repository of `account_id`, a Bluesky account connected in this "
     "browser or sent with its key. Needs `HASHROOM_PUBLIC_URL`.",
@@ -94,9 +117,13 @@ async def publish_feed(
     tags=["api"],
     status_code=204,
     summary="Remove the chat's Bluesky feed record (moderators)",
+    responses=errors(401, 403, 404, 409, 422, 502, 503),
 )
 async def remove_feed(
-    slug: str, request: Request, _actor: ModeratorDep, account_id: int = Query(...)
+    slug: str,
+    request: Request,
+    _actor: ModeratorDep,
+    account_id: int = Query(..., ge=1, le=INT64_MAX),
 ) -> Response:
     account = await usable_account(request, account_id)
     await _feeds(request).remove(slug, account, _accounts(request))

@@ -7,11 +7,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
-from ..deps import CsrfDep
+from ..deps import CsrfDep, RowId
 from ..push import Push, PushUnavailable, check_kinds
 from ..rooms import NotFound
+from .errors import errors
 
-router = APIRouter(prefix="/api/push", tags=["push"])
+router = APIRouter(
+    prefix="/api/push", tags=["push"], responses=errors(400, 401, 404, 413, 422, 503)
+)
 
 
 def _push(request: Request) -> Push:
@@ -110,7 +113,7 @@ async def my_subscriptions(push: PushDep, token: TokenDep) -> list[dict[str, Any
     status_code=204,
     summary="Stop notifications from one chat",
 )
-async def unsubscribe(subscription_id: int, push: PushDep, token: TokenDep) -> Response:
+async def unsubscribe(subscription_id: RowId, push: PushDep, token: TokenDep) -> Response:
     try:
         await push.remove(token, subscription_id)
     except NotFound as exc:
