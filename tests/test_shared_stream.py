@@ -54,7 +54,7 @@ async def test_chats_on_one_jetstream_share_one_connection(make_server) -> None:
             HASHROOM_BACKOFF_CAP="0.5",
         )
         tags = ["sharea", "shareb", "sharec", "shared"]
-        slugs = {}
+        slugs, keys = {}, {}
         async with httpx.AsyncClient(base_url=server.url, timeout=20) as http:
             for tag in tags:
                 source = {"network": "bluesky", "stream": "jetstream", "url": jetstream.url}
@@ -62,7 +62,19 @@ async def test_chats_on_one_jetstream_share_one_connection(make_server) -> None:
                 r = await http.post("/api/chats", json=body)
                 assert r.status_code == 201, r.text
                 slugs[tag] = r.json()["slug"]
-            await jetstream.wait_for_subscribers(1)
+                keys[tag] = r.json()["moderator_key"]
+
+            async def all_streaming() -> bool:
+                for tag in tags:
+                    auth = {"authorization": f"Bearer {keys[tag]}"}
+                    r = await http.get(f"/api/chats/{slugs[tag]}/status", headers=auth)
+                    if [s["state"] for s in r.json()["sources"]] != ["streaming"]:
+                        return False
+                return True
+
+            # Each room's follower is attached (a new source starts live: earlier posts are
+            # not its to show).
+            await until(all_streaming, "every room's follower reads the stream")
 
             async def texts(tag: str) -> list[str]:
                 items = (await http.get(f"/api/chats/{slugs[tag]}/posts")).json()["items"]

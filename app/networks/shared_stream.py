@@ -9,8 +9,9 @@ follower still filters frames itself and keeps its own cursor.
 
 No loss, whoever joins when:
 
-- The upstream starts from the oldest cursor of the followers that join within
-  ``gather`` seconds of the first (a restart brings them all back at once).
+- A follower starting live (no cursor) opens the upstream at once. One resuming from a
+  cursor waits ``gather`` seconds first, and the upstream starts from the oldest cursor of
+  the followers that joined meanwhile (a restart or a drop brings them all back at once).
 - A follower joining later with a cursor before what the upstream has already delivered
   *rewinds* it: the upstream reconnects from that cursor, and the followers already attached
   see the replayed frames again and skip them by their own cursors (both transports ignore
@@ -150,7 +151,8 @@ class _Upstream:
     async def run(self) -> None:
         error: BaseException | None = None
         try:
-            await asyncio.sleep(self.owner.gather)
+            if self.start is not None:  # resuming: wait for the others resuming with it
+                await asyncio.sleep(self.owner.gather)
             while self.subs:
                 url = _with_cursor(self.key, self.start)
                 async with self.owner._connect(url, **self.kwargs) as ws:
