@@ -289,6 +289,12 @@ class Settings(BaseSettings):
     rate_chats_per_hour: int = Field(
         10, ge=0, description="Chats one client address may create per hour (0: no limit)."
     )
+    rate_votes_per_minute: int = Field(
+        60,
+        ge=0,
+        description="Question votes and un-votes one client address may make per minute, all "
+        "rooms together (0: no limit). People behind one NAT share it.",
+    )
     rate_posts_per_minute: int = Field(
         30,
         ge=0,

@@ -90,6 +90,7 @@ CHATS = Quota("chats", "rate_chats_per_hour", 3600.0, "chats created")
 POSTS = Quota("posts", "rate_posts_per_minute", 60.0, "posts")
 ACCOUNTS = Quota("accounts", "rate_accounts_per_hour", 3600.0, "account connections")
 SIGN_INS = Quota("oauth", "rate_sign_ins_per_hour", 3600.0, "sign-ins started")
+VOTES = Quota("votes", "rate_votes_per_minute", 60.0, "votes")
 
 
 def _per(window: float) -> str:

@@ -36,6 +36,7 @@ from .routes import feed as feed_routes
 from .routes import install as install_routes
 from .routes import moderation as moderation_routes
 from .routes import push as push_routes
+from .routes import votes as votes_routes
 from .scheduler import Scheduler, upcoming_for_page
 from .security import Vault
 from .sources import install_all
@@ -274,6 +275,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(live.router)
     app.include_router(moderation_routes.router)
     app.include_router(transcripts.router)
+    app.include_router(votes_routes.router)
     app.include_router(calendar_routes.router)
     app.include_router(wall.router)
     app.include_router(pages.router)

@@ -244,3 +244,25 @@ class FeedRecord(SQLModel, table=True):
     account_id: int | None = Field(default=None)
     uri: str = Field(max_length=500, index=True)
     created_at: datetime = _ts(nullable=False, default=utcnow)
+
+
+class QuestionVote(SQLModel, table=True):
+    """One reader's upvote of a question. ``voter`` is a keyed hash of who voted (a signed-in
+    account, else the browser's session voter id), so one voter counts once per question."""
+
+    __table_args__ = (UniqueConstraint("post_id", "voter", name="uq_vote_voter"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    chat_id: int = Field(foreign_key="chat.id", index=True)
+    post_id: int = Field(foreign_key="post.id", index=True)
+    voter: str = Field(max_length=64)
+    created_at: datetime = _ts(nullable=False, default=utcnow)
+
+
+class AnsweredQuestion(SQLModel, table=True):
+    """A question a moderator marked answered; undoing the mark deletes the row."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    chat_id: int = Field(foreign_key="chat.id", index=True)
+    post_id: int = Field(foreign_key="post.id", unique=True)
+    answered_at: datetime = _ts(nullable=False, default=utcnow)

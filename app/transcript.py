@@ -34,6 +34,7 @@ __all__ = [
     "Transcript",
     "TranscriptPost",
     "build",
+    "ranking",
     "to_csv",
     "to_html",
     "to_json",
@@ -51,6 +52,8 @@ CSV_HEADER = (
     "in_reply_to_id",
     "text",
     "url",
+    "votes",
+    "answered",
 )
 # Spreadsheet apps run a cell starting with these as a formula (OWASP "CSV Injection"):
 # = + - @ and the tab / carriage return that some apps strip before looking.
@@ -60,7 +63,8 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 @dataclass(frozen=True, slots=True)
 class TranscriptPost:
     """One post as exported. ``html`` is already sanitized; ``text`` is plain text.
-    ``question``/``answer`` are set by :func:`build` from the grouping."""
+    ``question``/``answer`` are set by :func:`build` from the grouping; ``votes`` and
+    ``answered`` are the room's ranking of a question (0 and False for other posts)."""
 
     id: int
     author_name: str
@@ -75,6 +79,8 @@ class TranscriptPost:
     question: int | None = None
     answer: int | None = None
     is_host: bool = False
+    votes: int = 0  # the audience's upvotes, when the post is a question
+    answered: bool = False  # a moderator marked the question answered
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +186,16 @@ def _marker(post: TranscriptPost) -> str:
     return ""
 
 
+def ranking(post: TranscriptPost) -> str:
+    """A question's votes and answered state in words ("3 votes · answered"), or ""."""
+    parts = []
+    if post.votes:
+        parts.append(f"{post.votes} vote{'' if post.votes == 1 else 's'}")
+    if post.answered:
+        parts.append("answered")
+    return " · ".join(parts)
+
+
 # ---------------------------------------------------------------------------- Markdown
 
 # Backslash-escapable ASCII punctuation (CommonMark) that could start markup inside a line.
@@ -226,6 +242,8 @@ def to_markdown(t: Transcript) -> str:
                 "",
                 f"Asked by {_md_who(q)} at {_iso(q.created_at, seconds=True)}",
             ]
+            if ranking(q):
+                out += ["", f"*{ranking(q)}*"]
         else:
             out += [f"### Q{grp.number}", "", "*The question itself is not in this transcript.*"]
         noun = "answer" if grp.count == 1 else "answers"
@@ -264,6 +282,8 @@ def _post_json(post: TranscriptPost) -> dict[str, Any]:
         "text": post.text,
         "html": post.html,
         "url": post.url,
+        "votes": post.votes,
+        "answered": post.answered,
     }
 
 
@@ -272,7 +292,7 @@ def to_json(t: Transcript) -> str:
     "questions": [{number, question: post | null, answers: [post…], count}],
     "posts": [post…]}`` where a post is the object :func:`_post_json` documents by its keys:
     id, created_at, author_name, author_handle, network, is_host, question, answer,
-    in_reply_to_id, reply_to_handle, text, html, url."""
+    in_reply_to_id, reply_to_handle, text, html, url, votes, answered."""
     window = None
     if t.window_start is not None and t.window_end is not None:
         window = {"start": _iso(t.window_start), "end": _iso(t.window_end)}
@@ -329,6 +349,8 @@ def to_csv(t: Transcript) -> str:
             post.in_reply_to_id,
             post.text,
             post.url,
+            post.votes,
+            "yes" if post.answered else "",
         )
         writer.writerow([_cell(value) for value in row])
     return buffer.getvalue()
@@ -421,7 +443,8 @@ def to_html(t: Transcript, css: str) -> str:
     for grp in t.groups:
         noun = "answer" if grp.count == 1 else "answers"
         parts.append(f'<section class="question" id="q{grp.number}">')
-        parts.append(f"<h3>Q{grp.number} <small>{grp.count} {noun}</small></h3>")
+        rank = f" · {_e(ranking(grp.question))}" if grp.question and ranking(grp.question) else ""
+        parts.append(f"<h3>Q{grp.number} <small>{grp.count} {noun}{rank}</small></h3>")
         if grp.question is not None:
             parts.append(_html_post(grp.question, anchor=False))
         else:

@@ -162,6 +162,8 @@ def test_json_lists_questions_with_answers() -> None:
         "text": "Shiso and mini tomatoes",
         "html": "<p>Shiso and mini tomatoes</p>",
         "url": "https://garden.example/@x/4",
+        "votes": 0,
+        "answered": False,
     }
 
 

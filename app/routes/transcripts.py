@@ -14,14 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 from sqlmodel import Session
 
-from .. import qa, transcript
+from .. import qa, transcript, votes
 from ..deps import RoomsDep, SettingsDep
 from ..models import Chat, Pin, Post
 from ..present import post_json
@@ -65,6 +65,8 @@ class RoomRead:
     posts: list[Post]
     hosts: set[str]
     pinned: list[int]
+    tallies: dict[int, votes.Tally]  # votes and answered state of the questions that have any
+    pinned_questions: set[int]  # posts pinned as questions, now or before
 
 
 def _aware(moment: datetime) -> datetime:
@@ -100,7 +102,14 @@ async def read_room(rooms: Rooms, slug: str) -> RoomRead:
             .all()
         )
         hosts = rooms.hosts(session, chat.id)  # type: ignore[arg-type]
-        return RoomRead(chat=chat, posts=list(posts), hosts=hosts, pinned=list(pinned))
+        return RoomRead(
+            chat=chat,
+            posts=list(posts),
+            hosts=hosts,
+            pinned=list(pinned),
+            tallies=votes.tallies(session, chat.id),  # type: ignore[arg-type]
+            pinned_questions=votes.question_ids(session, chat.id),  # type: ignore[arg-type]
+        )
 
     try:
         return await rooms.read(fn)
@@ -111,16 +120,38 @@ async def read_room(rooms: Rooms, slug: str) -> RoomRead:
 # -- live grouping ---------------------------------------------------------------------------
 
 
+QUESTION_SORTS = ("votes", "time")
+QUESTION_STATES = ("open", "answered", "all")
+
+
 @router.get(
     "/api/chats/{slug}/questions",
     tags=["api"],
-    summary="Questions with their answers",
-    description="`{groups: [{number, question: post | null, answers: [post…], count, "
-    "current}]}` over every shown post, ordered by question number. `current` marks the "
-    "question readers are on: the latest pinned question, else the latest asked.",
+    summary="Questions: ranked by the audience, with their answers",
+    description="`questions`: every shown question (a post opening with Q1:, Q2: … or pinned "
+    "as a question) as `{post, number, votes, voted, answered, answers, current}`, "
+    "filtered by `state` (open, answered or all) and ordered by `sort`: `votes` (most first, "
+    "then the earliest asked) or `time` (the newest first). `voted` says whether this "
+    "browser's (or signed-in account's) vote is on it. `counts`: `{open, answered, all}` "
+    "whatever the filter. `groups`: `[{number, question: post | null, answers: [post…], "
+    "count, current, votes, answered}]` over every shown post, ordered by question number; "
+    "`current` marks the question readers are on: the latest pinned question, else the "
+    "latest asked.",
 )
-async def questions(slug: str, rooms: RoomsDep) -> dict[str, Any]:
+async def questions(
+    slug: str,
+    request: Request,
+    rooms: RoomsDep,
+    sort: Literal["votes", "time"] = Query("votes"),
+    state: Literal["open", "answered", "all"] = Query("all"),
+) -> dict[str, Any]:
     room = await read_room(rooms, slug)
+    secret = request.app.state.settings.secret_key
+    voter = await votes.voter_for(rooms, request.session, secret, create=False)
+    mine: set[int] = set()
+    if voter is not None:
+        chat_id = room.chat.id
+        mine = await rooms.read(lambda s: votes.voted_by(s, chat_id, voter))  # type: ignore[arg-type]
     items = []
     for post in room.posts:
         is_host = rooms.is_host(post, room.hosts)
@@ -135,7 +166,43 @@ async def questions(slug: str, rooms: RoomsDep) -> dict[str, Any]:
             )
         )
     groups = qa.group(items, room.pinned)
+    by_number = {g.question.id: g for g in groups if g.question is not None}
+    none = votes.Tally()
+    ranked = []
+    for item in items:
+        group = by_number.get(item.id)
+        if group is None and item.id not in room.pinned_questions:
+            if item.json.get("question") is None:
+                continue
+        tally = room.tallies.get(item.id, none)
+        ranked.append(
+            {
+                "post": item.json,
+                "number": group.number if group else item.json.get("question"),
+                "votes": tally.votes,
+                "voted": item.id in mine,
+                "answered": tally.answered,
+                "answers": group.count if group else 0,
+                "current": bool(group and group.current),
+                "_at": item.created_at,
+            }
+        )
+    counts = {
+        "open": sum(1 for q in ranked if not q["answered"]),
+        "answered": sum(1 for q in ranked if q["answered"]),
+        "all": len(ranked),
+    }
+    if state != "all":
+        ranked = [q for q in ranked if q["answered"] == (state == "answered")]
+    if sort == "votes":
+        ranked.sort(key=lambda q: (-q["votes"], q["_at"], q["post"]["id"]))
+    else:
+        ranked.sort(key=lambda q: (q["_at"], q["post"]["id"]), reverse=True)
+    for q in ranked:
+        del q["_at"]
     return {
+        "questions": ranked,
+        "counts": counts,
         "groups": [
             {
                 "number": g.number,
@@ -143,9 +210,11 @@ async def questions(slug: str, rooms: RoomsDep) -> dict[str, Any]:
                 "answers": [a.json for a in g.answers],
                 "count": g.count,
                 "current": g.current,
+                "votes": room.tallies.get(g.question.id, none).votes if g.question else 0,
+                "answered": room.tallies.get(g.question.id, none).answered if g.question else False,
             }
             for g in groups
-        ]
+        ],
     }
 
 
@@ -258,6 +327,8 @@ async def build_transcript(
             in_reply_to_id=p.in_reply_to_id,
             reply_to_handle=p.reply_to_handle,
             is_host=rooms.is_host(p, room.hosts),
+            votes=room.tallies.get(p.id, votes.Tally()).votes,  # type: ignore[arg-type]
+            answered=room.tallies.get(p.id, votes.Tally()).answered,  # type: ignore[arg-type]
         )
         for p in room.posts
     ]
@@ -304,6 +375,7 @@ async def transcript_page(
         "transcript.html",
         {
             "t": built.transcript,
+            "ranking": transcript.ranking,
             "chat": built.chat,
             "query": f"?{query}" if query else "",
             "sessions": past_sessions(built.chat, datetime.now(UTC)),

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 
+from .. import votes
 from ..deps import RoomsDep
+from ..present import post_json
 from ..rooms import NotFound
 
 router = APIRouter(include_in_schema=False)
 
 # Posts on the wall at once: what a room can read from the back before the next arrives.
 WALL_POSTS = 8
+# The most voted open questions a wall may list (?top=N): more would not fit beside posts.
+MAX_TOP = 5
 
 
 def wall_text(post: dict[str, Any], hashtag: str) -> str:
@@ -43,13 +47,22 @@ def current_question(pins: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 @router.get("/c/{slug}/wall", response_class=HTMLResponse)
-async def wall(slug: str, request: Request, rooms: RoomsDep) -> HTMLResponse:
+async def wall(
+    slug: str,
+    request: Request,
+    rooms: RoomsDep,
+    top: int = Query(0, ge=0, le=MAX_TOP, description="List the N most voted open questions."),
+) -> HTMLResponse:
     try:
         chat = await rooms.get_chat(slug)
         snap = await rooms.snapshot(slug, limit=WALL_POSTS)
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from exc
     question = current_question(snap.pins)
+    ranked = []
+    if top:
+        chat_id = chat.id
+        ranked = await rooms.read(lambda s: votes.top_open(s, chat_id, top))  # type: ignore[arg-type]
     return request.app.state.templates.TemplateResponse(
         request,
         "wall.html",
@@ -68,5 +81,10 @@ async def wall(slug: str, request: Request, rooms: RoomsDep) -> HTMLResponse:
             "question": question,
             "question_text": wall_text(question, chat.hashtag) if question else "",
             "wall_posts": WALL_POSTS,
+            "top": top,
+            "top_questions": [
+                {"post": post_json(p), "votes": n, "text": wall_text(post_json(p), chat.hashtag)}
+                for p, n in ranked
+            ],
         },
     )

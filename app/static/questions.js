@@ -1,6 +1,7 @@
-// Questions and answers: the Questions panel (each question with its answer count, the
-// current one marked; choosing one shows only its answers in the column) and the composer's
-// "A3:" button, offered while question 3 is pinned.
+// Questions and answers: the Questions panel (questions ranked by the audience's votes or by
+// time, open / answered, each with its answer count and the current one marked; choosing a
+// numbered one shows only its answers in the column; moderators mark them answered) and the
+// composer's "A3:" button, offered while question 3 is pinned.
 
 const version = new URL(import.meta.url).search;
 const { api, el, errorText } = await import(`./common.js${version}`);
@@ -31,41 +32,85 @@ function questionText(text, n, hashtag) {
  */
 export function setupQuestions({ apiBase, hashtag, panel, list, status, filters, showQuestion }) {
   let groups = new Map();
+  let ranked = [];
+  let counts = { open: 0, answered: 0, all: 0 };
   let loaded = false;
   let lastLoad = 0;
   let timer = 0;
   let inFlight = false;
   const listeners = [];
+  const moderator = document.body.classList.contains("is-mod");
+  const sortSelect = panel.querySelector("#questions-sort");
+  const stateButtons = Array.from(panel.querySelectorAll("button[data-state]"));
+  let state = "all";
+
+  const voteLabel = (q) => `${plural(q.votes, "vote", "votes")}${q.voted ? ", yours included" : ""}`;
+
+  const entry = (q) => {
+    const post = q.post || {};
+    const n = Number.isInteger(q.number) ? q.number : null;
+    const group = n === null ? null : groups.get(n);
+    const text = questionText(post.spoiler_text || post.text, n ?? "", hashtag);
+    const count = Number(q.answers) || 0;
+    const current = Boolean(group && group.current);
+    const vote = el(
+      "button",
+      {
+        type: "button",
+        className: "q-vote",
+        "data-vote": post.id,
+        "aria-pressed": q.voted ? "true" : "false",
+        "aria-label": `Upvote: ${voteLabel(q)}`,
+        title: q.voted ? "Take your vote back" : "Upvote this question",
+      },
+      el("span", { className: "q-vote-arrow", "aria-hidden": "true", text: "▲" }),
+      el("span", { className: "q-votes", text: String(q.votes) }),
+    );
+    const body = [
+      n !== null ? el("span", { className: "chip chip-q", text: `Q${n}` }) : null,
+      el("span", { className: "q-text", text: text || "Question" }),
+      n !== null ? el("span", { className: "q-count", text: count ? plural(count, "answer", "answers") : "No answers yet" }) : null,
+      q.answered ? el("span", { className: "badge answered", text: "Answered" }) : null,
+      current ? el("span", { className: "badge now", text: "Now" }) : null,
+    ];
+    const item =
+      n !== null
+        ? el(
+            "button",
+            {
+              type: "button",
+              className: "q-item",
+              "data-q": n,
+              "aria-pressed": filters.question === n ? "true" : "false",
+              "aria-current": current ? "true" : null,
+            },
+            ...body,
+          )
+        : el("a", { className: "q-item", href: `#post-${post.id}` }, ...body);
+    const mark = moderator
+      ? el("button", {
+          type: "button",
+          className: "q-mark",
+          "data-answered": post.id,
+          "aria-pressed": q.answered ? "true" : "false",
+          text: q.answered ? "Reopen" : "Mark answered",
+        })
+      : null;
+    return el("li", { className: q.answered ? "q-entry is-answered" : "q-entry", "data-post-id": post.id }, vote, item, mark);
+  };
 
   const render = () => {
-    const items = Array.from(groups.values()).sort((a, b) => a.number - b.number);
-    list.replaceChildren(
-      ...items.map((group) => {
-        const question = group.question;
-        const text = question ? questionText(question.spoiler_text || question.text, group.number, hashtag) : "";
-        const count = Number(group.count ?? (group.answers || []).length) || 0;
-        const button = el(
-          "button",
-          {
-            type: "button",
-            className: "q-item",
-            "data-q": group.number,
-            "aria-pressed": filters.question === group.number ? "true" : "false",
-            "aria-current": group.current ? "true" : null,
-          },
-          el("span", { className: "chip chip-q", text: `Q${group.number}` }),
-          el("span", {
-            className: "q-text",
-            text: text || "Question not in the room",
-          }),
-          el("span", { className: "q-count", text: count ? plural(count, "answer", "answers") : "No answers yet" }),
-          group.current ? el("span", { className: "badge now", text: "Now" }) : null,
-        );
-        return el("li", {}, button);
-      }),
-    );
+    const shown = ranked.filter((q) => state === "all" || q.answered === (state === "answered"));
+    list.replaceChildren(...shown.map(entry));
+    for (const button of stateButtons) {
+      const name = button.dataset.state;
+      button.setAttribute("aria-pressed", name === state ? "true" : "false");
+      const counter = button.querySelector(".q-state-count");
+      if (counter) counter.textContent = String(counts[name] ?? 0);
+    }
     if (!loaded) status.textContent = "Loading questions…";
-    else if (!items.length) status.textContent = "No questions yet. Hosts post them as Q1, Q2…";
+    else if (!ranked.length) status.textContent = "No questions yet. Hosts post them as Q1, Q2…";
+    else if (!shown.length) status.textContent = state === "open" ? "Every question is answered." : "No question is marked answered yet.";
     else status.textContent = "";
   };
 
@@ -73,7 +118,8 @@ export function setupQuestions({ apiBase, hashtag, panel, list, status, filters,
     if (inFlight) return;
     inFlight = true;
     lastLoad = performance.now();
-    const response = await api("GET", `${apiBase}/questions`);
+    const sort = sortSelect ? sortSelect.value : "votes";
+    const response = await api("GET", `${apiBase}/questions?sort=${encodeURIComponent(sort)}`);
     inFlight = false;
     if (!response.ok || !response.data || !Array.isArray(response.data.groups)) {
       status.textContent = `Could not load the questions: ${errorText(response.status, response.data)}`;
@@ -84,6 +130,8 @@ export function setupQuestions({ apiBase, hashtag, panel, list, status, filters,
       const n = Number(group.number);
       if (Number.isInteger(n)) groups.set(n, { ...group, number: n });
     }
+    ranked = Array.isArray(response.data.questions) ? response.data.questions : [];
+    counts = response.data.counts || counts;
     loaded = true;
     render();
     for (const listener of listeners) listener();
@@ -101,10 +149,56 @@ export function setupQuestions({ apiBase, hashtag, panel, list, status, filters,
 
   const wanted = () => !panel.hidden || filters.question !== null;
 
-  list.addEventListener("click", (event) => {
+  const find = (postId) => ranked.find((q) => q.post && Number(q.post.id) === Number(postId));
+
+  const send = async (button, method, path) => {
+    button.disabled = true;
+    const response = await api(method, `${apiBase}/questions/${path}`);
+    button.disabled = false;
+    if (!response.ok) {
+      status.textContent = `Could not change that: ${errorText(response.status, response.data)}`;
+      return null;
+    }
+    return response.data;
+  };
+
+  list.addEventListener("click", async (event) => {
+    const vote = event.target.closest("button.q-vote");
+    if (vote) {
+      const q = find(vote.dataset.vote);
+      if (!q) return;
+      const data = await send(vote, q.voted ? "DELETE" : "PUT", `${q.post.id}/vote`);
+      if (data) {
+        Object.assign(q, { votes: data.votes, voted: data.voted });
+        render();
+        list.querySelector(`button[data-vote="${q.post.id}"]`)?.focus();
+      }
+      return;
+    }
+    const mark = event.target.closest("button.q-mark");
+    if (mark) {
+      const q = find(mark.dataset.answered);
+      if (!q) return;
+      const data = await send(mark, q.answered ? "DELETE" : "PUT", `${q.post.id}/answered`);
+      if (data) {
+        q.answered = data.answered;
+        counts = { ...counts, open: counts.open + (data.answered ? -1 : 1), answered: counts.answered + (data.answered ? 1 : -1) };
+        render();
+        refreshSoon();
+      }
+      return;
+    }
     const button = event.target.closest("button.q-item");
     if (button) showQuestion(Number(button.dataset.q));
   });
+
+  sortSelect?.addEventListener("change", () => load());
+  for (const button of stateButtons) {
+    button.addEventListener("click", () => {
+      state = button.dataset.state;
+      render();
+    });
+  }
 
   filters.onChange(() => {
     if (loaded) render();
@@ -120,6 +214,20 @@ export function setupQuestions({ apiBase, hashtag, panel, list, status, filters,
     /** A live frame arrived: counts may have changed. */
     frameSeen(frame) {
       if (!wanted()) return;
+      if (frame.type === "vote" || frame.type === "answered") {
+        // Shown at once; the order follows with the next reload.
+        const q = find(frame.post_id);
+        if (q) {
+          if (frame.type === "vote") q.votes = Number(frame.votes) || 0;
+          else if (q.answered !== Boolean(frame.answered)) {
+            q.answered = Boolean(frame.answered);
+            counts = { ...counts, open: counts.open + (q.answered ? -1 : 1), answered: counts.answered + (q.answered ? 1 : -1) };
+          }
+          render();
+        }
+        refreshSoon();
+        return;
+      }
       const post = frame.post;
       const relevant =
         ["delete", "hide", "pin", "unpin"].includes(frame.type) ||

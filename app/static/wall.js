@@ -154,7 +154,49 @@ function applySnapshot(frame) {
   syncEmpty();
 }
 
+// ---------------------------------------------------------------------------------------
+// Top questions (?top=N): the most voted open questions, reloaded when votes, answered marks
+// or pins change (at most once per TOP_REFRESH_MS).
+
+const topBox = $("wall-top");
+const TOP_REFRESH_MS = 1500;
+const TOP_FRAMES = new Set(["vote", "answered", "pin", "unpin", "delete", "hide", "unhide", "update"]);
+let topTimer = 0;
+
+async function loadTop() {
+  topTimer = 0;
+  let data;
+  try {
+    const response = await fetch(`/api/chats/${encodeURIComponent(slug)}/questions?sort=votes&state=open`, {
+      headers: { Accept: "application/json" },
+      credentials: "omit", // the wall's own votes are none: no voter id needed
+    });
+    if (!response.ok) return;
+    data = await response.json();
+  } catch {
+    return; // offline: the next change or reconnect tries again
+  }
+  const top = (data.questions || []).slice(0, Number(topBox.dataset.top) || 3);
+  $("wall-top-list").replaceChildren(
+    ...top.map((q) =>
+      el(
+        "li",
+        { className: "wall-top-item", "data-post-id": q.post.id },
+        el("span", { className: "wall-top-votes", text: `▲ ${q.votes}` }),
+        " ",
+        el("span", { className: "wall-top-text", text: wallText(q.post) }),
+      ),
+    ),
+  );
+  topBox.hidden = top.length === 0;
+}
+
+function topChanged() {
+  if (topBox && !topTimer) topTimer = setTimeout(loadTop, TOP_REFRESH_MS);
+}
+
 function applyFrame(frame) {
+  if (TOP_FRAMES.has(frame.type) || (frame.post && frame.post.question)) topChanged();
   switch (frame.type) {
     case "post":
     case "unhide":
@@ -185,6 +227,9 @@ followLive({
   epoch: body.dataset.epoch,
   status: conn,
   statusText: $("wall-conn-text"),
-  snapshot: applySnapshot,
+  snapshot: (frame) => {
+    applySnapshot(frame);
+    topChanged();
+  },
   frame: applyFrame,
 });
