@@ -20,7 +20,7 @@ from fastapi import HTTPException
 from sqlalchemy import select
 from sqlmodel import Session
 
-from .models import Account, Chat, Post, Source
+from .models import Account, Chat, Post, PostAlias, Source
 from .networks.base import (
     AuthError,
     LengthRule,
@@ -28,6 +28,7 @@ from .networks.base import (
     RemotePost,
     RemoteRejected,
     ReplyRefused,
+    ReplyTargetUnresolved,
     Upsert,
 )
 from .present import post_json
@@ -56,6 +57,10 @@ class Target:
     extra: dict[str, Any] = field(default_factory=dict)
     post_id: int | None = None  # the post's id in the room
     mode: str = "reply"  # "reply", or "quote" (a top-level post quoting it, where supported)
+    # The ids the followed servers that delivered the post gave it, by the server's address
+    # (a source's ``config["instance"]``): a reply from an account on one of them names
+    # the parent by that id directly, with no search.
+    local_ids: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -115,6 +120,24 @@ def derived_key(account_id: int, chat_id: int, final_text: str, target: Target |
         final_text,
     ]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+def local_ids(session: Session, post: Post | None) -> dict[str, str]:
+    """The ids ``post`` has on the followed servers that delivered it, by server address
+    (sources without an ``instance`` in their config are left out)."""
+    if post is None:
+        return {}
+    rows = session.execute(
+        select(Source.config, PostAlias.local_id)
+        .join(PostAlias, PostAlias.source_id == Source.id)  # type: ignore[arg-type]
+        .where(PostAlias.post_id == post.id)  # type: ignore[arg-type]
+    ).all()
+    out: dict[str, str] = {}
+    for config, local_id in rows:
+        instance = config.get("instance") if isinstance(config, dict) else None
+        if isinstance(instance, str) and instance:
+            out.setdefault(instance, local_id)
+    return out
 
 
 def key_hash(key: str) -> str:
@@ -251,7 +274,7 @@ class Accounts:
             )
         referenced = in_reply_to if in_reply_to is not None else quote_of
 
-        def load(session: Session) -> tuple[Chat, bool, Post | None]:
+        def load(session: Session) -> tuple[Chat, bool, Post | None, dict[str, str]]:
             chat = self.rooms.chat_by_slug(session, slug)
             follows = (
                 session.execute(
@@ -263,10 +286,10 @@ class Accounts:
                 is not None
             )
             parent = session.get(Post, referenced) if referenced is not None else None
-            return chat, follows, parent
+            return chat, follows, parent, local_ids(session, parent)
 
         try:
-            chat, follows, parent = await self.rooms.read(load)
+            chat, follows, parent, parent_ids = await self.rooms.read(load)
         except NotFound as exc:
             raise HTTPException(404, str(exc)) from exc
         if not follows:
@@ -294,6 +317,7 @@ class Accounts:
                 extra=parent.extra,
                 post_id=parent.id,
                 mode="reply" if in_reply_to is not None else "quote",
+                local_ids=parent_ids,
             )
         secret = self.vault.open(account.secret)
         final = pub.compose(body.strip(), chat.hashtag, target)
@@ -319,6 +343,7 @@ class Accounts:
             raise HTTPException(
                 403,
                 {
+                    "code": "reply_refused",
                     "message": f"{account.network} refused this reply: {exc}. Your text is "
                     "kept: post it as a quote of that post (with the hashtag), or open the "
                     f"reply on {account.network}'s own site.",
@@ -326,6 +351,16 @@ class Accounts:
                         "quote_of": parent.id if parent is not None else None,
                         "intent_url": exc.intent_url,
                     },
+                },
+            ) from exc
+        except ReplyTargetUnresolved as exc:
+            raise HTTPException(
+                422,
+                {
+                    "code": "reply_target_unresolved",
+                    "message": f"{exc}. Your text is kept: post it without the reply link, "
+                    "or cancel the reply.",
+                    "fallbacks": {"without_reply": True},
                 },
             ) from exc
         except RemoteRejected as exc:

@@ -157,6 +157,29 @@ def test_sign_in_reply_and_sign_out_in_the_browser(make_server, mastodon, new_pa
     assert reply.get_attribute("data-reply-to") == q1.get_attribute("data-id")
     assert page.input_value("#post-text") == ""
 
+    # A question the instance lost without the room hearing (its delete came while the
+    # stream was down; polling sees no deletes): the reply cannot land, the text stays and
+    # "Post without the reply link" posts it plainly.
+    gone = mastodon.call(peer.publish, "bob", "Q2 soon gone?", tags=[TAG])
+    q2 = page.locator("#feed article.post", has_text="Q2 soon gone?")
+    q2.wait_for()
+    mastodon.call(lambda: peer._statuses.pop(gone["id"]))
+    page.click(f"#post-{q2.get_attribute('data-id')} .act-reply")
+    page.fill("#post-text", "A2 it was a cactus")
+    page.click("#post-submit")
+    page.wait_for_selector("#fallback-plain:visible")
+    assert "no longer has the post you are replying to" in page.inner_text("#composer-error")
+    assert page.input_value("#post-text") == "A2 it was a cactus"
+    assert page.locator("#fallback-quote").is_hidden()
+    page.click("#fallback-plain")
+    plain = page.locator("#feed article.post", has_text="A2 it was a cactus")
+    plain.wait_for()
+    assert plain.get_attribute("data-reply-to") is None
+    assert page.locator("#reply-target").is_hidden() and page.input_value("#post-text") == ""
+    assert page.locator("#composer-fallbacks").is_hidden()
+    last = [s for s in mastodon.call(peer.statuses) if "A2 it was a cactus" in s["content"]]
+    assert len(last) == 1 and last[0]["in_reply_to_id"] is None
+
     violations = axe_violations(page)
     assert violations == [], describe(violations)
 

@@ -533,3 +533,83 @@ async def test_posting_errors_keep_the_draft_and_say_what_to_do(make_server):
             after = (await http.get(f"/api/chats/{slug}/events")).json()["head"]
             assert after == head, "a failed post was stored"
             assert not [s for s in b.statuses() if "A1 hello" in s["content"]]
+
+
+async def connect_account(http: httpx.AsyncClient, peer: MastodonPeer, token: str) -> dict:
+    """Connects a Mastodon account by personal token; its JSON (with ``key``)."""
+    r = await http.post(
+        "/api/accounts",
+        json={"network": "mastodon", "instance": peer.url, "access_token": token},
+    )
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+async def test_a_reply_uses_the_id_the_accounts_own_instance_gave_the_status(make_server):
+    """The status replied to came into the room through the account's own instance (a
+    followed source there, which knows it under a local id of its own): the reply names that
+    id directly and never searches — so it lands even with a token that may not search."""
+    server = make_server(**ENV)
+    async with (
+        MastodonPeer(domain="a.example") as a,  # followed, and the replier's own instance
+        MastodonPeer(domain="c.example") as c,  # where the question was written
+    ):
+        slug = await follow(server, a)
+        await streaming(a)
+        origin = c.publish("bob", "Q1 where do you grow?", tags=[TAG])
+        local = a.federate(origin)  # a's copy: same uri, a's own id
+        assert local["id"] != origin["id"]
+        await eventually(lambda: _has(server, slug, [origin["uri"]]), "the question")
+        # A token without read:search: resolving would be refused (403).
+        token = a.create_user_token("alice", "read:accounts read:statuses write:statuses")
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            account = await connect_account(http, a, token)
+            room = await posts_by_uri(server.url, slug)
+            body = {
+                "text": "A1 balcony",
+                "account_id": account["id"],
+                "in_reply_to": room[origin["uri"]]["id"],
+            }
+            auth = {"Authorization": f"Bearer {account['key']}"}
+            r = await http.post(f"/api/chats/{slug}/posts", json=body, headers=auth)
+            assert r.status_code == 201, r.text
+            assert r.json()["in_reply_to"]["id"] == room[origin["uri"]]["id"]
+        assert a.requests_to("/api/v2/search") == []
+        mine = [s for s in a.statuses() if s["account"]["username"] == "alice"]
+        assert len(mine) == 1 and mine[0]["in_reply_to_id"] == local["id"]
+
+
+async def test_an_unresolvable_reply_target_offers_posting_without_the_link(make_server):
+    """The account's instance cannot find the status replied to (its origin is down): 422
+    with code ``reply_target_unresolved`` and the fallback, nothing posted or stored; the
+    same text then posts fine without ``in_reply_to``."""
+    server = make_server(**ENV)
+    async with MastodonPeer(domain="b.example") as b:
+        async with MastodonPeer(domain="a.example") as a:
+            slug = await follow(server, a)
+            await streaming(a)
+            question = a.publish("bob", "Q1 seeds or seedlings?", tags=[TAG])
+            await eventually(lambda: _has(server, slug, [question["uri"]]), "the question")
+        token = b.create_user_token("alice", "read write")
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            account = await connect_account(http, b, token)
+            room = await posts_by_uri(server.url, slug)
+            body = {"text": "A1 seedlings", "account_id": account["id"]}
+            auth = {"Authorization": f"Bearer {account['key']}"}
+            head = (await http.get(f"/api/chats/{slug}/events")).json()["head"]
+            reply = {**body, "in_reply_to": room[question["uri"]]["id"]}
+            r = await http.post(f"/api/chats/{slug}/posts", json=reply, headers=auth)
+            assert r.status_code == 422, r.text
+            detail = r.json()["detail"]
+            assert detail["code"] == "reply_target_unresolved"
+            assert detail["fallbacks"] == {"without_reply": True}
+            assert "without the reply link" in detail["message"]
+            assert b.requests_to("/api/v2/search")[-1].query["resolve"] == "true"
+            assert not b.requests_to("/api/v1/statuses")
+            assert (await http.get(f"/api/chats/{slug}/events")).json()["head"] == head
+
+            r = await http.post(f"/api/chats/{slug}/posts", json=body, headers=auth)
+            assert r.status_code == 201, r.text
+            assert r.json()["in_reply_to"] is None
+        posted = b.statuses()
+        assert len(posted) == 1 and posted[0]["in_reply_to_id"] is None

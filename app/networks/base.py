@@ -125,6 +125,11 @@ class ReplyRefused(RemoteRejected):
         self.intent_url = intent_url
 
 
+class ReplyTargetUnresolved(RemoteRejected):
+    """The account's own server cannot find the post replied to (deleted, private, or its
+    origin unreachable): the text can still be posted, without the reply link."""
+
+
 class FollowContext(Protocol):
     """What a following adapter may tell the ingester while it runs."""
 

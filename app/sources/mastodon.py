@@ -9,7 +9,8 @@
 - **Following** — :class:`~app.networks.mastodon.MastodonFollower` per source, wrapped in
   :class:`ReplyLinker` so replies carry their parent's ``uri`` (see there).
 - **Posting** — :class:`MastodonPublisher`: posts public statuses on the user's *own*
-  instance, replies to the target resolved there, revokes OAuth tokens on sign-out.
+  instance, replies to the target by the id that instance gave it (when it delivered the
+  post to the room) or resolved there by ``uri``, revokes OAuth tokens on sign-out.
 - **Sign-in** — the OAuth routes in :mod:`app.routes.auth_mastodon`.
 
 Instance addresses: ``https://host[:port]`` or a bare domain. Plain ``http://`` is accepted
@@ -43,6 +44,7 @@ from ..networks.base import (
     NetworkError,
     RemotePost,
     RemoteRejected,
+    ReplyTargetUnresolved,
     Upsert,
 )
 from ..networks.mastodon import (
@@ -264,24 +266,35 @@ class MastodonPublisher:
         idempotency_key: str,
     ) -> Published:
         """A public status on the account's instance; a reply goes to the target as that
-        instance knows it (resolved by ``uri``, fetching it from its origin if needed)."""
+        instance knows it: the id it gave the status when it delivered it to the room (a
+        followed source on the same instance), else resolved by ``uri`` (fetching it from its
+        origin if needed). ReplyTargetUnresolved when the instance cannot find it."""
         api = MastodonApi(self.http, account.instance, secret.get("access_token"))
         parent_id = None
         if target is not None:
-            parent_id = await api.resolve_status(target.remote_id)
+            parent_id = target.local_ids.get(account.instance)
+            if parent_id is None:
+                parent_id = await api.resolve_status(target.remote_id)
             if parent_id is None and target.url and target.url != target.remote_id:
                 parent_id = await api.resolve_status(target.url)
             if parent_id is None:
-                raise RemoteRejected(
-                    f"{api.host} cannot find the post you are replying to (it may be deleted "
-                    "or not visible from your instance)"
+                raise ReplyTargetUnresolved(
+                    f"{api.host} cannot find the post you are replying to (it may be deleted, "
+                    "not public, or its server unreachable from your instance)"
                 )
-        result = await api.post_status(
-            final_text,
-            in_reply_to_id=parent_id,
-            visibility="public",  # unlisted posts never appear in hashtag timelines
-            idempotency_key=idempotency_key,
-        )
+        try:
+            result = await api.post_status(
+                final_text,
+                in_reply_to_id=parent_id,
+                visibility="public",  # unlisted posts never appear in hashtag timelines
+                idempotency_key=idempotency_key,
+            )
+        except RemoteRejected as exc:
+            if parent_id is not None and exc.status == 404:
+                raise ReplyTargetUnresolved(
+                    f"{api.host} no longer has the post you are replying to"
+                ) from exc
+            raise
         post = result.post
         if target is not None:
             post.in_reply_to = target.remote_id  # the room links the pending copy at once

@@ -262,9 +262,11 @@ if (form) {
     if (!message && fallbacks) fallbacks.hidden = true;
   };
   // A reply the network refused by its own rule (X, since February 2026): offer a quote
-  // post with the tag, or the network's own reply page, keeping the typed text either way.
+  // post with the tag, or the network's own reply page; a reply whose target the account's
+  // server cannot find: offer the same text as a plain post. The typed text stays either way.
   const offerFallbacks = (found) => {
     if (!fallbacks) return;
+    $("fallback-plain").hidden = !found.without_reply;
     const intent = $("fallback-intent");
     intent.hidden = !found.intent_url;
     if (found.intent_url) intent.href = found.intent_url;
@@ -291,6 +293,11 @@ if (form) {
   $("reply-cancel").addEventListener("click", () => {
     setReply(null);
     textArea.focus();
+  });
+
+  $("fallback-plain")?.addEventListener("click", () => {
+    setReply(null);
+    form.requestSubmit();
   });
 
   let quoteOf = null;
@@ -345,7 +352,7 @@ if (form) {
     }
     showError(errorText(response.status, response.data));
     const found = response.data?.detail?.fallbacks;
-    if (response.status === 403 && found) offerFallbacks(found);
+    if ((response.status === 403 || response.status === 422) && found) offerFallbacks(found);
   });
 
   $("composer-fields").disabled = false;
