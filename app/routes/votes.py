@@ -5,15 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
 from .. import votes
 from ..deps import CsrfDep, RoomsDep, RowId
 from ..limits import VOTES, limit
-from ..rooms import Invalid, NotFound
 from .errors import errors
-from .moderation import ActorDep
+from .moderation import ActorDep, checked
 
 router = APIRouter(prefix="/api/chats/{slug}/questions/{post_id}", tags=["questions"])
 
@@ -34,19 +33,10 @@ class AnsweredOut(BaseModel):
     votes: int
 
 
-async def _checked(call: Any) -> dict[str, Any]:
-    try:
-        return await call
-    except NotFound as exc:
-        raise HTTPException(404, str(exc)) from exc
-    except Invalid as exc:
-        raise HTTPException(422, str(exc)) from exc
-
-
 async def _vote(request: Request, rooms: Any, slug: str, post_id: int, on: bool) -> dict[str, Any]:
     voter = await votes.voter_for(rooms, request.session, request.app.state.settings.secret_key)
     assert voter is not None  # created when missing
-    return await _checked(votes.set_vote(rooms, slug, post_id, voter, on))
+    return await checked(votes.set_vote(rooms, slug, post_id, voter, on))
 
 
 _VOTE_DOC = (
@@ -94,7 +84,7 @@ _ANSWERED_DOC = (
 async def mark_answered(
     slug: str, post_id: RowId, rooms: RoomsDep, _actor: ActorDep
 ) -> AnsweredOut:
-    return AnsweredOut(**await _checked(votes.set_answered(rooms, slug, post_id, True)))
+    return AnsweredOut(**await checked(votes.set_answered(rooms, slug, post_id, True)))
 
 
 @router.delete(
@@ -106,4 +96,4 @@ async def mark_answered(
 async def unmark_answered(
     slug: str, post_id: RowId, rooms: RoomsDep, _actor: ActorDep
 ) -> AnsweredOut:
-    return AnsweredOut(**await _checked(votes.set_answered(rooms, slug, post_id, False)))
+    return AnsweredOut(**await checked(votes.set_answered(rooms, slug, post_id, False)))
