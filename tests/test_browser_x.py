@@ -201,6 +201,9 @@ def test_mixed_room_badges_replies_per_network_and_counter_rules(make_server, pe
         "the reply on the instance",
     )
     assert mine[0]["in_reply_to_id"] is not None
+    # The instance has the reply before the browser has the answer; the answer clears the
+    # composer, so the next message is typed only after that.
+    wait(lambda: page.input_value("#post-text") == "", "the composer to clear")
 
     # A Bluesky post cannot be answered from an X account.
     choose("x")
