@@ -15,7 +15,9 @@ from typing import Any
 import httpx
 import libipld
 import pytest
+from pydantic import ValidationError
 
+from app.config import Settings
 from app.networks.atproto_firehose import FrameError, decode_frame
 from app.networks.base import AuthError, Batch, Delete, NetworkError, RemoteRejected, Upsert
 from app.networks.bluesky import (
@@ -781,6 +783,17 @@ async def test_thread_context_keeps_to_its_budget(
         asked = [uri for c in cycles for uri in c]
         assert {uri_of(q) for q in questions[:4]} <= set(asked[:8])
         assert asked.count(uri_of(questions[4])) <= 1
+
+
+def test_appview_proxy_setting_must_name_a_service() -> None:
+    """HASHROOM_BLUESKY_APPVIEW_PROXY is a service DID and id, or empty; anything else is
+    refused at start rather than sent to every PDS."""
+    assert Settings(bluesky_appview_proxy="").bluesky_appview_proxy == ""
+    own = "did:web:appview.example.org#bsky_appview"
+    assert Settings(bluesky_appview_proxy=f" {own} ").bluesky_appview_proxy == own
+    for bad in ("https://api.bsky.app", "did:web:api.bsky.app", "did:web:x#a#b", "did:web:x #a"):
+        with pytest.raises(ValidationError, match="service DID and id"):
+            Settings(bluesky_appview_proxy=bad)
 
 
 def test_read_thread_keeps_to_the_tree_and_its_bounds() -> None:
