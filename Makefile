@@ -66,7 +66,7 @@ MUTANTS_TEXT := app/text.py|tests/test_text.py tests/test_sanitize.py
 MUTANTS_EVENTS := app/events.py|tests/test_events.py tests/test_live.py
 MUTANTS_LIVE := app/routes/live.py|tests/test_live.py tests/test_live_windows.py
 MUTANTS_HUB := app/hub.py|tests/test_live_windows.py tests/test_live.py
-MUTANTS_SECURITY := app/security.py|tests/test_security.py tests/test_live_windows.py
+MUTANTS_SECURITY := app/security.py|tests/test_security.py tests/test_moderation.py tests/test_live_windows.py
 
 mutants: $(INSTALLED) ## Mutation-test the core modules (slow; see docs/development.md)
 	@rm -rf $(MUTANTS_DIR) && mkdir -p $(MUTANTS_DIR) $(MUTANTS_REPORT)
