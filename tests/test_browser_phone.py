@@ -174,6 +174,14 @@ def test_posting_and_replying_from_the_phone_bar(server, new_page):
     assert "#PlantChat" in reply.inner_text()
     assert reply.get_attribute("data-reply-to") == str(parent["id"])
     assert page.input_value("#post-text") == ""
+
+    # Post straight from the one-line bar: the button stays put under the finger.
+    page.tap("#post-text")
+    page.keyboard.type("Second one, sent from the folded bar")
+    page.tap("#feed article.post .post-content")
+    page.wait_for_selector(".composer-wrap:not(.is-open)")
+    page.tap("#post-submit")
+    page.wait_for_selector("#feed article.post:has-text('sent from the folded bar')")
     assert page.errors.exceptions == []
 
 

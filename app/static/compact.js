@@ -114,7 +114,11 @@ function setDockOpen(open) {
 }
 
 if (dock) {
-  dock.addEventListener("focusin", () => setDockOpen(true));
+  // Only a field opens it: a tap on Post in the one-line bar must not move the button away
+  // between touching it and letting go.
+  dock.addEventListener("focusin", (event) => {
+    if (event.target.matches("textarea, input, select")) setDockOpen(true);
+  });
   document.addEventListener("pointerdown", (event) => {
     if (!dock.contains(event.target)) setDockOpen(false);
   });
@@ -154,12 +158,17 @@ if (window.visualViewport) {
 function apply() {
   const narrow = NARROW.matches;
   if (narrow) {
+    // A named region only where it is a sheet of its own; on wide screens it is no landmark.
+    tools.setAttribute("role", "region");
+    tools.setAttribute("aria-labelledby", "tools-title");
     moved.append(...MOVABLE);
     textArea?.setAttribute("placeholder", `Post to #${document.body.dataset.hashtag}…`);
   } else {
     closeMenu();
     setPinsOpen(false);
     for (const [node, marker] of markers) marker.after(node);
+    tools.removeAttribute("role");
+    tools.removeAttribute("aria-labelledby");
     textArea?.removeAttribute("placeholder");
   }
   measure();
