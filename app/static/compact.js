@@ -23,6 +23,8 @@ const textArea = $("post-text");
 // What the menu holds on a phone, in the menu's order. Each leaves a marker where it was.
 const MOVABLE = [
   head?.querySelector(".room-desc"),
+  // The reading tools before a moderator's long panel.
+  $("reader"),
   $("notify"),
   $("post-as"),
   $("past-questions"),
