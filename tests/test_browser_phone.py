@@ -60,9 +60,12 @@ def new_room(server: Any, title: str = "Plants and their people") -> dict[str, A
     return r.json()
 
 
-def post(server: Any, room: dict[str, Any], text: str, author: str = "Maya") -> dict[str, Any]:
+def post(
+    server: Any, room: dict[str, Any], text: str, author: str = "Maya", **extra: Any
+) -> dict[str, Any]:
     r = httpx.post(
-        f"{server.url}/api/chats/{room['slug']}/posts", json={"text": text, "author": author}
+        f"{server.url}/api/chats/{room['slug']}/posts",
+        json={"text": text, "author": author, **extra},
     )
     assert r.status_code == 201, r.text
     return r.json()
@@ -82,8 +85,9 @@ def seeded(server: Any) -> dict[str, Any]:
     """A room with a long pinned question and a handful of posts, one with a very long URL."""
     room = new_room(server)
     ask(server, room, "Q1: Which plant would you give a beginner who forgets to water for weeks?")
-    for i in range(5):
-        post(server, room, f"Post {i}: a snake plant, honestly.", author=f"Person{i}")
+    first = post(server, room, "A snake plant, honestly.", author="Zo")
+    for i in range(4):
+        post(server, room, f"Post {i}: agreed.", author=f"Person{i}", in_reply_to=first["id"])
     post(server, room, f"Look: {LONG_URL} and {LONG_WORD}", author="Linky")
     return room
 
@@ -246,6 +250,7 @@ def test_every_control_is_a_touch_target(server, new_page):
     page.goto(room["moderator_url"])
     page.wait_for_selector("body.is-mod")
     page.wait_for_selector("#conn-state[data-state=live]")
+    assert page.locator("#feed .post-context a").count() == 4  # "replying to @zo" links
     assert page.evaluate(TARGETS_JS) == []
     page.tap("#post-text")
     page.wait_for_selector(".composer-wrap.is-open")
