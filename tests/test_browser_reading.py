@@ -94,8 +94,11 @@ def test_pause_holds_new_posts_and_reveal_keeps_the_viewport(site, new_page):
     page = open_room(new_page, site, slug, viewport={"width": 390, "height": 700})
     assert count(page) == 30
 
+    page.click("#tools-toggle")  # on a phone the reading controls sit in the menu
     page.click("#pause-toggle")
     assert page.get_attribute("#pause-toggle", "aria-pressed") == "true"
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#tools", state="hidden")
     post(site, slug, "Held one")
     unwanted = post(site, slug, "Held, then hidden by a moderator")
     post(site, slug, "Held two")

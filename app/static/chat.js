@@ -519,12 +519,18 @@ function prepare(node) {
   if (node.hidden !== hidden) node.hidden = hidden;
 }
 
+// On a phone the room bar stays at the top too (style.css); elsewhere it scrolls away.
+const roomHead = document.querySelector(".room-head");
+function stickyHeadBottom() {
+  return getComputedStyle(roomHead).position === "sticky" ? roomHead.getBoundingClientRect().bottom : 0;
+}
+
 const column = new Column(feed, apiBase, {
   prepare,
   hides: (post) => filters.hides(postFacts(post, isHostPost(post))),
   // Held while the reader writes, so the column does not jump under the composer.
   composing: () => Boolean(form && form.contains(document.activeElement) && textArea.value.trim()),
-  topInset: () => (pinsBar.hidden ? 0 : Math.max(0, pinsBar.getBoundingClientRect().bottom)),
+  topInset: () => Math.max(0, pinsBar.hidden ? 0 : pinsBar.getBoundingClientRect().bottom, stickyHeadBottom()),
   changed: renderReading,
   error: (text) => showNotice(text, { kind: "error", transientMs: 12000 }),
 });

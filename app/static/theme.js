@@ -3,6 +3,9 @@
 // settings panel itself lives in prefs.js. No data attribute means "follow the system".
 (function () {
   var root = document.documentElement;
+  // Scripts run: on a phone the room may fold its tools into a menu (compact.js) without
+  // first painting them in the column.
+  root.classList.add("scripts");
   try {
     var theme = window.localStorage.getItem("hashroom.theme");
     if (theme === "light" || theme === "dark") root.setAttribute("data-theme", theme);
