@@ -161,7 +161,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.supervisor = supervisor
         app.state.ingest = ingest
         app.state.scheduler = scheduler = Scheduler(rooms, ingest, settings)
-        app.state.moderation = Moderation(rooms, on_schedule_change=scheduler.wake)
+        app.state.moderation = Moderation(
+            rooms, on_schedule_change=scheduler.wake, on_hashtags_change=ingest.restart_chat
+        )
         app.state.http = http
         app.state.accounts = Accounts(rooms, app.state.vault, app.state.publishers)
         app.state.feeds = Feeds(rooms, settings)
