@@ -29,7 +29,7 @@ from .outbound import OutboundPolicy, make_http_client, make_ws_connect
 from .present import Presenter
 from .publishing import Accounts, Publisher
 from .push import Push
-from .rooms import DEMO_SLUG, Rooms
+from .rooms import DEMO_SLUG, Rooms, chat_hashtags
 from .routes import accounts, api, health, live, pages, transcripts, wall
 from .routes import calendar as calendar_routes
 from .routes import feed as feed_routes
@@ -113,7 +113,7 @@ def follower_factories(settings: Settings, http: httpx.AsyncClient) -> dict[str,
         from .networks.demo import DemoFollower
 
         def demo(source: Source, chat: Chat) -> Any:
-            return DemoFollower(_transcript(), chat.hashtag, settings.demo_speed)
+            return DemoFollower(_transcript(), chat_hashtags(chat), settings.demo_speed)
 
         factories["demo"] = demo
     return factories
