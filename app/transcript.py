@@ -96,6 +96,11 @@ class Transcript:
     groups: list[qa.QuestionGroup[TranscriptPost]]
     window_start: datetime | None
     window_end: datetime | None
+    hashtags: tuple[str, ...] = ()  # every tag followed, reply tag first; () means (hashtag,)
+
+    @property
+    def tags(self) -> list[str]:
+        return list(self.hashtags) or [self.hashtag]
 
 
 def build(
@@ -107,6 +112,7 @@ def build(
     description: str = "",
     window: tuple[datetime, datetime] | None = None,
     pinned_question_ids: Sequence[int] = (),
+    hashtags: Sequence[str] = (),
 ) -> Transcript:
     """Assemble a transcript.
 
@@ -162,6 +168,7 @@ def build(
         groups=groups,
         window_start=window_start,
         window_end=window_end,
+        hashtags=tuple(hashtags),
     )
 
 
@@ -218,10 +225,14 @@ def _md_who(post: TranscriptPost) -> str:
     return f"**{_md(post.author_name)}** ({_md(post.author_handle)})"
 
 
+def _tag_line(t: Transcript) -> str:
+    return " ".join(f"#{tag}" for tag in t.tags)
+
+
 def to_markdown(t: Transcript) -> str:
     """Title, tag and window, then "## Questions" (each question with its answers: author,
     UTC time, text), then "## Transcript", every post in order."""
-    out = [f"# {_md(t.title)}", "", f"\\#{_md(t.hashtag)}"]
+    out = [f"# {_md(t.title)}", "", " ".join(f"\\#{_md(tag)}" for tag in t.tags)]
     if t.window_start is not None and t.window_end is not None:
         start, end = _iso(t.window_start, seconds=True), _iso(t.window_end, seconds=True)
         out += ["", f"{start} – {end} (UTC)"]
@@ -288,7 +299,7 @@ def _post_json(post: TranscriptPost) -> dict[str, Any]:
 
 
 def to_json(t: Transcript) -> str:
-    """``{"chat": {slug, hashtag, title, description}, "window": {start, end} | null,
+    """``{"chat": {slug, hashtag, hashtags, title, description}, "window": {start, end} | null,
     "questions": [{number, question: post | null, answers: [post…], count}],
     "posts": [post…]}`` where a post is the object :func:`_post_json` documents by its keys:
     id, created_at, author_name, author_handle, network, is_host, question, answer,
@@ -300,6 +311,7 @@ def to_json(t: Transcript) -> str:
         "chat": {
             "slug": t.slug,
             "hashtag": t.hashtag,
+            "hashtags": t.tags,
             "title": t.title,
             "description": t.description,
         },
@@ -422,13 +434,13 @@ def to_html(t: Transcript, css: str) -> str:
         f'<meta http-equiv="Content-Security-Policy" content="{_e(_CSP)}">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         '<meta name="referrer" content="no-referrer">',
-        f"<title>#{_e(t.hashtag)} — {_e(t.title)}</title>",
+        f"<title>{_e(_tag_line(t))} — {_e(t.title)}</title>",
         f"<style>{style}</style>",
         "</head>",
         "<body>",
         '<header class="transcript-header">',
         f"<h1>{_e(t.title)}</h1>",
-        f'<p class="tag">#{_e(t.hashtag)}</p>',
+        f'<p class="tag">{_e(_tag_line(t))}</p>',
     ]
     if t.window_start is not None and t.window_end is not None:
         parts.append(
