@@ -4,6 +4,9 @@ edit."""
 
 from __future__ import annotations
 
+import html
+import re
+
 import httpx
 import pytest
 
@@ -139,3 +142,19 @@ def test_tag_lists_are_normalized_in_order_and_checked():
         text.normalize_hashtags(["a", "b"], 1)
     assert text.contains_any_hashtag("hi #B!", ["a", "b"])
     assert not text.contains_any_hashtag("hi #bb", ["a", "b"])
+
+
+async def test_the_no_script_form_takes_several_tags_in_one_field(server):
+    """The home page form (no script) reads "#A, B" as two tags; a repeated tag is refused
+    on the page, naming the tag."""
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        home = await http.get("/")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', home.text)[1]  # type: ignore[index]
+        form = {"csrf_token": token, "hashtag": "#FormChat, Form_2026", "title": "Form"}
+        page = await http.post("/chats", data=form)
+        assert page.status_code == 201, page.text[:300]
+        chats = (await http.get("/api/chats")).json()
+        assert chats[0]["hashtags"] == ["FormChat", "Form_2026"]
+        assert "#FormChat #Form_2026" in (await http.get("/")).text
+        bad = await http.post("/chats", data={**form, "hashtag": "A1 a1"})
+        assert bad.status_code == 422 and "#a1 is given twice" in html.unescape(bad.text)

@@ -46,7 +46,7 @@ const notices = $("notices");
 const connState = $("conn-state");
 const newPosts = $("new-posts");
 const newPostsLabel = $("new-posts-label");
-const pageTitle = document.title;
+let pageTitle = document.title; // "#tags · title · Hashroom"; the unread count goes first
 
 // ---------------------------------------------------------------------------------------
 // Rendering helpers
@@ -483,7 +483,9 @@ function applyHashtags({ hashtag: replyTag, hashtags }) {
   const previous = hashtag;
   hashtag = replyTag || tags[0];
   body.dataset.hashtag = hashtag;
-  document.title = document.title.replace(/^#.*? · /, `#${tags.join(" #")} · `);
+  const titled = pageTitle.replace(/^#.*? · /, `#${tags.join(" #")} · `);
+  document.title = document.title.replace(pageTitle, titled);
+  pageTitle = titled;
   feed.setAttribute("aria-label", `Posts tagged #${tags.join(" or #")}, newest first`);
   if (previous === hashtag) return;
   const hint = $("composer-hint");
