@@ -76,9 +76,9 @@ def tags_shown(page: Any) -> list[str]:
 
 
 def test_two_tag_room_from_two_networks_and_a_live_tag_edit(make_server, peers, new_page):
-    """#TheChat on Mastodon and #Second on Bluesky fill one column; the header, home list
-    and title show both tags; a moderator adds #Third in the panel and every reader's
-    header shows it at once, then a Mastodon post tagged only #Third arrives."""
+    """#TheChat on Mastodon and #Second on Bluesky fill one column; the header, home list,
+    title and wall show both tags; a moderator adds #Third in the panel and every reader's
+    header (and the wall) shows it at once, then a Mastodon post tagged only #Third arrives."""
     mp, js = peers.mastodon, peers.jetstream
     server = make_server(
         HASHROOM_MASTODON_POLL_INTERVAL="0.5",
@@ -121,6 +121,11 @@ def test_two_tag_room_from_two_networks_and_a_live_tag_edit(make_server, peers, 
         post.wait_for()
         assert post.locator(f".badge.net-{network}").count() == 1, network
 
+    wall = new_page()
+    wall.goto(f"{server.url}/c/{slug}/wall")
+    assert wall.inner_text("#wall-tags") == "#TheChat #Second"
+    wall.wait_for_selector("#wall-conn[data-state=live]")
+
     mod = new_page()
     mod.goto(made["moderator_url"])
     mod.wait_for_selector("#mod-panel[data-ready=true]")
@@ -136,6 +141,7 @@ def test_two_tag_room_from_two_networks_and_a_live_tag_edit(make_server, peers, 
     page.wait_for_selector("#room-tags .room-tag:has-text('#Third')")
     assert tags_shown(page) == ["#TheChat", "#Second", "#Third"]
     page.locator(".notice", has_text="now follows #TheChat, #Second, #Third").wait_for()
+    wall.wait_for_selector("#wall-tags:has-text('#TheChat #Second #Third')")
     wait(
         lambda: any("third" in s.tags for s in list(mp._streams)),
         "the restarted Mastodon follower's #Third stream",
