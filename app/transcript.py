@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from app import qa
-from app.text import sanitize_html
+from app.text import find_hashtags, sanitize_html, tag_key
 
 __all__ = [
     "CSV_HEADER",
@@ -54,6 +54,7 @@ CSV_HEADER = (
     "url",
     "votes",
     "answered",
+    "hashtags",  # which of the chat's tags the post carries ("#a #b"; empty for a thread reply)
 )
 # Spreadsheet apps run a cell starting with these as a formula (OWASP "CSV Injection"):
 # = + - @ and the tab / carriage return that some apps strip before looking.
@@ -345,7 +346,9 @@ def _cell(value: Any) -> str:
 def to_csv(t: Transcript) -> str:
     """One header row (:data:`CSV_HEADER`) then one row per post, RFC 4180 quoting, CRLF
     line ends. Cells starting with = + - @ (or tab / CR) get a leading apostrophe so a
-    spreadsheet shows them instead of running them."""
+    spreadsheet shows them instead of running them. ``hashtags`` names the chat's tags the
+    post carries, as the chat spells them."""
+    chat_tags = {tag_key(tag): tag for tag in t.tags}
     buffer = io.StringIO()
     writer = csv.writer(buffer, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
     writer.writerow(CSV_HEADER)
@@ -363,9 +366,15 @@ def to_csv(t: Transcript) -> str:
             post.url,
             post.votes,
             "yes" if post.answered else "",
+            _carried(post.text, chat_tags),
         )
         writer.writerow([_cell(value) for value in row])
     return buffer.getvalue()
+
+
+def _carried(post_text: str, chat_tags: dict[str, str]) -> str:
+    found = {tag_key(tag) for tag in find_hashtags(post_text)}
+    return " ".join(f"#{tag}" for key, tag in chat_tags.items() if key in found)
 
 
 # ---------------------------------------------------------------------------- HTML

@@ -271,11 +271,14 @@ def test_every_format_names_every_tag_of_a_several_tag_chat() -> None:
         hashtag="plantchat",
         hashtags=["plantchat", "Balcony_2026"],
         title="Plants",
-        posts=list(reversed(chat_posts())),
+        posts=[*chat_posts(), tp(20, "A1 both #Balcony_2026 #PLANTCHAT", minute=20)],
     )
     assert "\\#plantchat \\#Balcony\\_2026" in to_markdown(t)
     chat = json.loads(to_json(t))["chat"]
     assert chat["hashtag"] == "plantchat" and chat["hashtags"] == ["plantchat", "Balcony_2026"]
     page = to_html(t, "")
     assert '<p class="tag">#plantchat #Balcony_2026</p>' in page
+    rows = list(csv.DictReader(io.StringIO(to_csv(t), newline="")))
+    carried = {row["id"]: row["hashtags"] for row in rows}
+    assert carried["20"] == "#plantchat #Balcony_2026" and carried["1"] == ""
     assert "<title>#plantchat #Balcony_2026 — Plants</title>" in page
