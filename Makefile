@@ -55,19 +55,22 @@ bench: $(INSTALLED) ## Run the fan-out benchmark
 
 # Mutation testing (mutmut 2): each module is mutated one change at a time, and the tests
 # that own it must fail. It runs on a copy of the committed tree (REV, default HEAD) under
-# build/mutants/, so the working tree is never touched; reports land in build/mutants-report/.
-# Slow (minutes per module): not part of `make test` or CI. MODULES picks a subset.
+# build/mutants-REV/, so the working tree is never touched and two revisions can be compared;
+# reports land in build/mutants-report-REV/. Slow (minutes to hours per module): not part of
+# `make test` or CI. MUTANT_RUNS picks a subset, e.g. make mutants MUTANT_RUNS="text events".
 REV ?= HEAD
+MUTANTS_DIR = build/mutants-$(REV)
+MUTANTS_REPORT = build/mutants-report-$(REV)
 MUTANT_RUNS ?= text events live hub security
 MUTANTS_TEXT := app/text.py|tests/test_text.py tests/test_sanitize.py
 MUTANTS_EVENTS := app/events.py|tests/test_events.py tests/test_live.py
 MUTANTS_LIVE := app/routes/live.py|tests/test_live.py tests/test_live_windows.py
-MUTANTS_HUB := app/hub.py|tests/test_hub.py tests/test_live.py tests/test_live_windows.py
-MUTANTS_SECURITY := app/security.py|tests/test_security.py tests/test_live_windows.py
+MUTANTS_HUB := app/hub.py|tests/test_live_windows.py tests/test_live.py
+MUTANTS_SECURITY := app/security.py|tests/test_security.py tests/test_moderation.py tests/test_live_windows.py
 
 mutants: $(INSTALLED) ## Mutation-test the core modules (slow; see docs/development.md)
-	@rm -rf build/mutants && mkdir -p build/mutants build/mutants-report
-	git archive $(REV) | tar -x -C build/mutants
+	@rm -rf $(MUTANTS_DIR) && mkdir -p $(MUTANTS_DIR) $(MUTANTS_REPORT)
+	git archive $(REV) | tar -x -C $(MUTANTS_DIR)
 	@for run in $(MUTANT_RUNS); do \
 		case $$run in \
 			text) spec='$(MUTANTS_TEXT)';; events) spec='$(MUTANTS_EVENTS)';; \
@@ -75,19 +78,19 @@ mutants: $(INSTALLED) ## Mutation-test the core modules (slow; see docs/developm
 			security) spec='$(MUTANTS_SECURITY)';; *) echo "unknown run $$run"; exit 1;; \
 		esac; \
 		module=$${spec%%|*}; tests=""; \
-		for t in $${spec#*|}; do [ -f build/mutants/$$t ] && tests="$$tests $$t"; done; \
+		for t in $${spec#*|}; do [ -f $(MUTANTS_DIR)/$$t ] && tests="$$tests $$t"; done; \
 		echo "== $$module <-$$tests"; \
-		( cd build/mutants && rm -f .mutmut-cache && \
+		( cd $(MUTANTS_DIR) && rm -f .mutmut-cache && \
 		  CI=true $(CURDIR)/$(BIN)/mutmut run --paths-to-mutate $$module --no-progress \
 			--simple-output --runner "$(CURDIR)/$(BIN)/python -m pytest -x -q -p no:cacheprovider$$tests" \
-			> $(CURDIR)/build/mutants-report/$$run.log 2>&1; \
-		  $(CURDIR)/$(BIN)/mutmut results > $(CURDIR)/build/mutants-report/$$run.txt 2>&1; \
+			> $(CURDIR)/$(MUTANTS_REPORT)/$$run.log 2>&1; \
+		  $(CURDIR)/$(BIN)/mutmut results > $(CURDIR)/$(MUTANTS_REPORT)/$$run.txt 2>&1; \
 		  $(CURDIR)/$(BIN)/python -c 'import sqlite3, sys; rows = dict(sqlite3.connect(".mutmut-cache").execute("select status, count(*) from mutant group by status")); n = sum(rows.values()); k = rows.get("ok_killed", 0) + rows.get("bad_timeout", 0); print(f"{sys.argv[1]}: {k}/{n} killed ({100 * k / max(n, 1):.1f}%)", rows)' $$module \
-			> $(CURDIR)/build/mutants-report/$$run.score; \
+			> $(CURDIR)/$(MUTANTS_REPORT)/$$run.score; \
 		  for id in $$($(CURDIR)/$(BIN)/mutmut result-ids survived); do \
 			$(CURDIR)/$(BIN)/mutmut show $$id; done \
-			> $(CURDIR)/build/mutants-report/$$run.survivors.diff 2>&1 ); \
-		cat build/mutants-report/$$run.score; \
+			> $(CURDIR)/$(MUTANTS_REPORT)/$$run.survivors.diff 2>&1 ); \
+		cat $(MUTANTS_REPORT)/$$run.score; \
 	done
 
 clean: ## Remove caches and build leftovers (keeps .venv, the database and bench results)

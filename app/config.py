@@ -140,7 +140,19 @@ class Settings(BaseSettings):
     )
     bluesky_appview_url: str = Field(
         "https://public.api.bsky.app",
-        description="AppView used for profiles when reachable (empty disables).",
+        description="Public AppView used for profiles, and for reply threads of sources without "
+        "a Bluesky account (empty disables both).",
+    )
+    bluesky_appview_proxy: str = Field(
+        "did:web:api.bsky.app#bsky_appview",
+        description="`atproto-proxy` header (service DID#id) naming the AppView a source's "
+        "account's server forwards reply-thread requests to (empty: the server's default).",
+    )
+    bluesky_context_interval: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds between fetches of recent Bluesky questions' threads, for replies "
+        "that leave out the hashtag.",
     )
     bluesky_backfill: int = Field(
         100, ge=0, description="Recent Bluesky posts fetched by search when a chat starts."
@@ -333,6 +345,15 @@ class Settings(BaseSettings):
         description="Reverse proxies (IP addresses or networks, JSON list) whose "
         "X-Forwarded-For / X-Forwarded-Proto are believed; nobody else's are.",
     )
+
+    @field_validator("bluesky_appview_proxy")
+    @classmethod
+    def _proxy_names_a_service(cls, value: str) -> str:
+        value = value.strip()
+        did, _, service = value.partition("#")
+        if value and (not did.startswith("did:") or not service or "#" in service or " " in value):
+            raise ValueError("give a service DID and id, e.g. did:web:api.bsky.app#bsky_appview")
+        return value
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -4,19 +4,24 @@ against a loopback Jetstream server (no Node needed)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import libipld
 import pytest
+from pydantic import ValidationError
 
+from app.config import Settings
 from app.networks.atproto_firehose import FrameError, decode_frame
 from app.networks.base import AuthError, Batch, Delete, NetworkError, RemoteRejected, Upsert
 from app.networks.bluesky import (
+    CONTEXT_REQUESTS_PER_CYCLE,
     NO_HISTORY_NOTICE,
     AccountClient,
     BlueskySession,
@@ -27,13 +32,14 @@ from app.networks.bluesky import (
     facets_for,
     length,
     matches_tag,
+    read_thread,
     record_to_post,
     render_post_html,
     reply_ref,
     search_posts,
 )
 from tests.factories import DEV_WS_CONNECT
-from tests.peers.jetstream import JetstreamServer
+from tests.peers.jetstream import BLOCKED_POST, NOT_FOUND_POST, THREAD_VIEW, JetstreamServer
 
 ALICE = "did:plc:alice000000000000000000a"
 BOB = "did:plc:bob00000000000000000000b"
@@ -566,6 +572,269 @@ async def test_search_posts_maps_errors(
     with pytest.raises(NetworkError) as upstream:
         await search_posts(account, TAG)
     assert not isinstance(upstream.value, AuthError | RemoteRejected)
+
+
+# --- thread context -----------------------------------------------------------------------
+
+
+def reply_record(text: str, parent: dict[str, Any], root: dict[str, Any] | None = None) -> Any:
+    """A reply record (no facets: the hashtag is left out) to the committed event ``parent``."""
+
+    def ref(event: dict[str, Any]) -> dict[str, str]:
+        return {"uri": uri_of(event), "cid": event["commit"]["cid"]}
+
+    return post_record(
+        text, facets=False, reply={"root": ref(root or parent), "parent": ref(parent)}
+    )
+
+
+def uri_of(event: dict[str, Any]) -> str:
+    return f"at://{event['did']}/app.bsky.feed.post/{event['commit']['rkey']}"
+
+
+class Run:
+    """A follower running in the background; what it yielded, kept for assertions."""
+
+    def __init__(self, gen: AsyncIterator[Batch]) -> None:
+        self.batches: list[Batch] = []
+        self._gen = gen
+        self._task = asyncio.ensure_future(self._collect())
+
+    async def _collect(self) -> None:
+        async for batch in self._gen:
+            self.batches.append(batch)
+
+    @property
+    def posts(self) -> list[Any]:
+        return [c.post for b in self.batches for c in b.changes if isinstance(c, Upsert)]
+
+    @property
+    def uris(self) -> list[str]:
+        return [p.remote_id for p in self.posts]
+
+    async def until(self, check: Callable[[], bool], what: str, timeout: float = 8.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if self._task.done():
+                self._task.result()  # the follower stopped: show why
+                raise AssertionError(f"the follower ended before {what}")
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.02)
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await self._gen.aclose()
+
+
+@contextlib.asynccontextmanager
+async def running(gen: AsyncIterator[Batch]) -> AsyncIterator[Run]:
+    run = Run(gen)
+    try:
+        yield run
+    finally:
+        await run.close()
+
+
+async def test_untagged_replies_to_a_question_arrive_once_through_its_thread(
+    http: httpx.AsyncClient, jetstream: JetstreamServer
+) -> None:
+    """Without an account, a question's thread comes from the public AppView: its untagged
+    replies (nested too) are yielded once, flagged, threaded under what they answer, in
+    batches that leave the cursor alone; tagged replies come from the stream only; hidden,
+    blocked, hostile and misplaced entries are skipped; non-questions are never fetched."""
+    chatter = jetstream.commit(ALICE, "3chat", post_record("just saying hi #TheChat"))
+    jetstream.commit(BOB, "3chatreply", reply_record("hi back", chatter))
+    gen = follower(http, jetstream, appview_url=jetstream.http_url, context_interval=0.15).follow(
+        str(chatter["time_us"]), Ctx()
+    )
+    async with running(gen) as run:
+        await jetstream.wait_for_subscribers()
+        question = jetstream.commit(ALICE, "3q", post_record("Q1: what brings you here? #TheChat"))
+        await run.until(lambda: uri_of(question) in run.uris, "the question")
+        answer = jetstream.commit(BOB, "3a", reply_record("A1 curiosity", question))
+        nested = jetstream.commit(CAROL, "3n", reply_record("A1 me too", answer, question))
+        tagged = jetstream.commit(CAROL, "3t", reply_record("A1 tagged #TheChat", question))
+        elsewhere = jetstream.commit(BOB, "3else", reply_record("not an answer", chatter))
+        jetstream.thread_extras[uri_of(question)] = [
+            {
+                "$type": NOT_FOUND_POST,
+                "uri": f"at://{BOB}/app.bsky.feed.post/3gone",
+                "notFound": True,
+            },
+            {"$type": BLOCKED_POST, "uri": f"at://{BOB}/app.bsky.feed.post/3blk", "blocked": True},
+            {"$type": THREAD_VIEW, "post": "not a view"},
+            {"$type": THREAD_VIEW, "post": {"uri": uri_of(elsewhere), "record": {}}},
+            [1, 2],
+            None,
+        ]
+        await run.until(
+            lambda: {uri_of(answer), uri_of(nested), uri_of(tagged)} <= set(run.uris),
+            "the replies",
+        )
+        fetched = len(jetstream.thread_requests)
+        await run.until(lambda: len(jetstream.thread_requests) >= fetched + 3, "later cycles")
+
+        # The question comes again once its author's profile arrives; replies come once.
+        assert set(run.uris) == {uri_of(question), uri_of(answer), uri_of(nested), uri_of(tagged)}
+        assert [run.uris.count(uri_of(p)) for p in (answer, nested, tagged)] == [1, 1, 1]
+        by_uri = {post.remote_id: post for post in run.posts}
+        assert by_uri[uri_of(answer)].extra["thread_context"] is True
+        assert by_uri[uri_of(answer)].in_reply_to == uri_of(question)
+        assert by_uri[uri_of(answer)].author.handle == "@bob.test"  # from the post view
+        assert by_uri[uri_of(nested)].extra["thread_context"] is True
+        assert by_uri[uri_of(nested)].in_reply_to == uri_of(answer)
+        assert "thread_context" not in by_uri[uri_of(tagged)].extra
+        for batch in run.batches:
+            if any(
+                isinstance(c, Upsert) and c.post.extra.get("thread_context") for c in batch.changes
+            ):
+                assert batch.cursor is None
+        assert {r["params"]["uri"][0] for r in jetstream.thread_requests} == {uri_of(question)}
+        request = jetstream.thread_requests[0]
+        assert request["params"]["depth"] == ["6"] and request["params"]["parentHeight"] == ["0"]
+        assert request["authorization"] == "" and request["proxy"] is None
+
+
+async def test_thread_context_goes_through_the_accounts_pds_with_the_proxy_header(
+    http: httpx.AsyncClient, jetstream: JetstreamServer
+) -> None:
+    """With a signed-in account, threads are asked of the account's PDS with its token and
+    the atproto-proxy header naming the AppView; questions found by history search count."""
+    question = jetstream.commit(ALICE, "3q", post_record("Q1: history question #TheChat"))
+    answer = jetstream.commit(BOB, "3a", reply_record("A1 from history", question))
+    session = BlueskySession(BOB, "bob.test", "access-token", "refresh-token", jetstream.http_url)
+    proxy = "did:web:appview.example#bsky_appview"
+    gen = follower(
+        http,
+        jetstream,
+        account=AccountClient(http, session),
+        appview_url=None,
+        appview_proxy=proxy,
+        context_interval=0.1,
+    ).follow(None, Ctx())
+    async with running(gen) as run:
+        await run.until(lambda: uri_of(answer) in run.uris, "the answer")
+        (request, *_) = jetstream.thread_requests
+        assert request["authorization"] == "Bearer access-token"
+        assert request["proxy"] == proxy
+        assert run.posts[-1].extra["thread_context"] is True
+
+
+async def test_failing_thread_calls_never_stop_live_ingest(
+    http: httpx.AsyncClient, jetstream: JetstreamServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 429 (waited out until its ratelimit-reset), a 502 and broken JSON from getPostThread
+    are logged and retried on later cycles; live posts keep arriving meanwhile."""
+    gen = follower(http, jetstream, appview_url=jetstream.http_url, context_interval=0.1).follow(
+        None, Ctx()
+    )
+    async with running(gen) as run:
+        await jetstream.wait_for_subscribers()
+        reset = math.ceil(time.time()) + 1
+        jetstream.fail_next_thread(
+            429,
+            {"error": "RateLimitExceeded", "message": "Rate Limit Exceeded"},
+            {"ratelimit-reset": str(reset), "ratelimit-remaining": "0"},
+        )
+        jetstream.fail_next_thread(502, {"error": "UpstreamFailure", "message": "down"})
+        jetstream.fail_next_thread(200, "{not json")
+        question = jetstream.commit(ALICE, "3q", post_record("Q2: still there? #TheChat"))
+        answer = jetstream.commit(BOB, "3a", reply_record("A2 yes", question))
+        await run.until(lambda: len(jetstream.thread_requests) >= 1, "the first thread call")
+        live = jetstream.commit(ALICE, "3live", post_record("live while limited #TheChat"))
+        await run.until(lambda: uri_of(live) in run.uris, "a live post during the failures")
+        await run.until(lambda: uri_of(answer) in run.uris, "the answer after the failures")
+        first, second = jetstream.thread_requests[:2]
+        assert second["at"] >= reset - 0.05  # the 429's reset was honoured
+        assert len(jetstream.thread_requests) >= 4
+        assert run.uris.count(uri_of(answer)) == 1
+        assert sum("not fetched" in r.message for r in caplog.records) == 3
+
+
+async def test_thread_context_keeps_to_its_budget(
+    http: httpx.AsyncClient, jetstream: JetstreamServer
+) -> None:
+    """Five questions: each cycle fetches at most CONTEXT_REQUESTS_PER_CYCLE threads, turns
+    come round to every question, and a deleted question (NotFound) is not asked again."""
+    interval = 0.5
+    gen = follower(
+        http, jetstream, appview_url=jetstream.http_url, context_interval=interval
+    ).follow(None, Ctx())
+    async with running(gen) as run:
+        await jetstream.wait_for_subscribers()
+        questions = [
+            jetstream.commit(ALICE, f"3q{n}", post_record(f"Q{n}: question {n} #TheChat"))
+            for n in range(1, 6)
+        ]
+        await run.until(lambda: len(run.uris) == 5, "the questions")
+        jetstream.commit(ALICE, "3q5", operation="delete")
+        await run.until(lambda: len(jetstream.thread_requests) >= 8, "three cycles", timeout=10)
+        times = [r["at"] for r in jetstream.thread_requests]
+        cycles: list[list[str]] = []
+        cycle_start = 0.0
+        for request, at in zip(jetstream.thread_requests, times, strict=True):
+            if not cycles or at - cycle_start > interval / 2:
+                cycles.append([])
+                cycle_start = at
+            cycles[-1].append(request["params"]["uri"][0])
+        assert all(len(c) <= CONTEXT_REQUESTS_PER_CYCLE for c in cycles), cycles
+        asked = [uri for c in cycles for uri in c]
+        assert {uri_of(q) for q in questions[:4]} <= set(asked[:8])
+        assert asked.count(uri_of(questions[4])) <= 1
+
+
+def test_appview_proxy_setting_must_name_a_service() -> None:
+    """HASHROOM_BLUESKY_APPVIEW_PROXY is a service DID and id, or empty; anything else is
+    refused at start rather than sent to every PDS."""
+    assert Settings(bluesky_appview_proxy="").bluesky_appview_proxy == ""
+    own = "did:web:appview.example.org#bsky_appview"
+    assert Settings(bluesky_appview_proxy=f" {own} ").bluesky_appview_proxy == own
+    for bad in ("https://api.bsky.app", "did:web:api.bsky.app", "did:web:x#a#b", "did:web:x #a"):
+        with pytest.raises(ValidationError, match="service DID and id"):
+            Settings(bluesky_appview_proxy=bad)
+
+
+def test_read_thread_keeps_to_the_tree_and_its_bounds() -> None:
+    """read_thread returns answers parents first, bounded in depth and count; a gone root is
+    None; garbage anywhere is ignored without raising."""
+
+    def view(rkey: str, parent: str | None) -> dict[str, Any]:
+        record: dict[str, Any] = {"$type": "app.bsky.feed.post", "text": rkey, "createdAt": "x"}
+        if parent:
+            ref = {"uri": parent, "cid": "bafy"}
+            record["reply"] = {"root": ref, "parent": ref}
+        return {"uri": f"at://{BOB}/app.bsky.feed.post/{rkey}", "cid": "bafy", "record": record}
+
+    root_uri = f"at://{BOB}/app.bsky.feed.post/root"
+
+    def chain(length: int) -> dict[str, Any]:
+        node: dict[str, Any] = {"$type": THREAD_VIEW, "post": view("root", None), "replies": []}
+        top, parent = node, root_uri
+        for n in range(length):
+            child = {"$type": THREAD_VIEW, "post": view(f"c{n}", parent), "replies": []}
+            node["replies"].append(child)
+            node, parent = child, child["post"]["uri"]
+        return top
+
+    deep = read_thread({"thread": chain(10)}, root_uri, depth=3)
+    assert [p.text for p in deep or []] == ["c0", "c1", "c2"]
+    wide = {"$type": THREAD_VIEW, "post": view("root", None)}
+    wide["replies"] = [{"$type": THREAD_VIEW, "post": view(f"w{n}", root_uri)} for n in range(50)]
+    wide["replies"].append(wide["replies"][0])  # the same post twice
+    assert len(read_thread({"thread": wide}, root_uri, limit=10) or []) == 10
+    assert len(read_thread({"thread": wide}, root_uri) or []) == 50
+    assert read_thread({"thread": {"$type": NOT_FOUND_POST, "uri": root_uri}}, root_uri) is None
+    assert read_thread({"thread": {"$type": BLOCKED_POST, "uri": root_uri}}, root_uri) is None
+    for garbage in (None, [], "x", {"thread": []}, {"thread": {"replies": "x"}}):
+        assert read_thread(garbage, root_uri) == []
+    other = chain(1)
+    assert read_thread({"thread": other}, f"at://{BOB}/app.bsky.feed.post/other") == []
+    hostile = chain(1)
+    hostile["replies"] += [{"$type": THREAD_VIEW, "post": {"uri": 5}}, {"$type": 7}, "s"]
+    hostile["replies"][0]["replies"] = {"not": "a list"}
+    assert [p.text for p in read_thread({"thread": hostile}, root_uri) or []] == ["c0"]
 
 
 # --- firehose frames ----------------------------------------------------------------------

@@ -47,14 +47,16 @@ async def pds() -> AsyncIterator[ReferencePds]:
 
 
 def start_app(make_server: Callable[..., ServerProcess], pds: ReferencePds, **env: str) -> Any:
-    """The app, resolving identities on the PDS's PLC directory, with no AppView."""
-    return make_server(
-        HASHROOM_BLUESKY_PLC_URL=pds.plc_url,
-        HASHROOM_BLUESKY_APPVIEW_URL="",
-        HASHROOM_BACKOFF_BASE="0.05",
-        HASHROOM_BACKOFF_CAP="0.5",
-        **env,
-    )
+    """The app, resolving identities on the PDS's PLC directory, with no AppView (unless
+    ``env`` names one)."""
+    settings = {
+        "HASHROOM_BLUESKY_PLC_URL": pds.plc_url,
+        "HASHROOM_BLUESKY_APPVIEW_URL": "",
+        "HASHROOM_BLUESKY_APPVIEW_PROXY": "",
+        "HASHROOM_BACKOFF_BASE": "0.05",
+        "HASHROOM_BACKOFF_CAP": "0.5",
+    }
+    return make_server(**(settings | env))
 
 
 def firehose_url(pds: ReferencePds) -> str:
@@ -299,6 +301,69 @@ async def test_jetstream_room_backfills_by_search_then_follows_the_relay(
         await room.wait(lambda r: r.by_uri(uris[0]) is None)
         assert any(f["type"] == "delete" and f["post_id"] == gone for f in room.client.frames)
         assert room.by_uri(untagged) is None and NO_HISTORY_NOTICE not in room.notices
+        await room.close()
+
+
+def jwt_claims(authorization: str) -> dict[str, Any]:
+    """The claims of a ``Bearer`` JWT, unverified (the test only reads who made it for whom)."""
+    payload = authorization.removeprefix("Bearer ").split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+@pytest.mark.pds
+@on_pds_loop
+async def test_untagged_answer_reaches_the_room_through_the_accounts_pds(
+    pds: ReferencePds, make_server: Any
+) -> None:
+    """An answer that dropped the hashtag appears threaded under its question: the question's
+    thread is asked of the signed-in account's PDS, which (told by the atproto-proxy header)
+    forwards it with a service token to the AppView; the answer is stored once."""
+    alice = await pds.create_account("ctx-alice.test")
+    bob = await pds.create_account("ctx-bob.test")
+    password = await pds.create_app_password(bob)
+    async with JetstreamServer(upstream=pds.pds_url) as jetstream:
+        server = start_app(
+            make_server,
+            pds,
+            HASHROOM_BLUESKY_APPVIEW_PROXY=f"{jetstream.appview_did}#bsky_appview",
+            HASHROOM_BLUESKY_CONTEXT_INTERVAL="0.3",
+        )
+        chat = await create_chat(
+            server,
+            "CtxRoom",
+            {
+                "network": "bluesky",
+                "stream": "jetstream",
+                "url": jetstream.url,
+                "service": pds.pds_url,
+                "identifier": "ctx-bob.test",
+                "app_password": password,
+            },
+        )
+        room = await Room.open(server, chat)
+        await jetstream.wait_for_subscribers()
+        text = "Q1: which editor do you use? #CtxRoom"
+        question = await pds.post(alice, text, facets=[tag_facet(text, "CtxRoom")])
+        asked = await room.post(question.uri)
+        ref = {"uri": question.uri, "cid": question.cid}
+        answer = await pds.post(bob, "A1 a plain one, no tag", reply={"root": ref, "parent": ref})
+        shown = await room.post(answer.uri)
+        assert shown["in_reply_to"]["id"] == asked["id"]
+        assert shown["text"] == "A1 a plain one, no tag"
+
+        request = jetstream.thread_requests[0]
+        assert request["params"]["uri"] == [question.uri]
+        claims = jwt_claims(request["authorization"])  # minted by the PDS, not by Hashroom
+        assert claims["iss"].startswith(bob.did) and claims["aud"] == jetstream.appview_did
+        assert claims["lxm"] == "app.bsky.feed.getPostThread"
+        count = len(jetstream.thread_requests)
+        async with asyncio.timeout(10):  # later cycles find the answer again
+            while len(jetstream.thread_requests) < count + 2:
+                await asyncio.sleep(0.05)
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            items = (await http.get(f"/api/chats/{chat['slug']}/posts")).json()["items"]
+        uris = [i["post"]["remote_id"] for i in items]
+        assert sorted(uris) == sorted([question.uri, answer.uri])
         await room.close()
 
 

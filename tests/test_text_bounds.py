@@ -37,6 +37,12 @@ ADVERSARIAL = {
 }
 
 
+# A quadratic pass takes seconds to minutes on these inputs; a linear one takes a few tens of
+# milliseconds on an idle machine. The bound leaves room for a loaded CI machine (2 cores shared
+# with browsers and servers) without letting a quadratic pass through.
+BOUND_MS = 250
+
+
 def fastest(fn: Callable[[], Any], runs: int = 3) -> float:
     """The best of a few runs, in ms: a loaded machine only ever makes a run slower."""
     best = float("inf")
@@ -58,11 +64,13 @@ WHOLE_POST = {
 
 @pytest.mark.parametrize("shape", sorted(ADVERSARIAL))
 @pytest.mark.parametrize("name", sorted(WHOLE_POST))
-def test_whole_post_passes_finish_a_megabyte_well_under_100_ms(name: str, shape: str) -> None:
-    """Each pass that may see an uncut post handles 1 MB of a hostile shape in < 100 ms."""
+def test_whole_post_passes_finish_a_megabyte_in_a_fraction_of_a_second(
+    name: str, shape: str
+) -> None:
+    """Each pass that may see an uncut post handles 1 MB of a hostile shape in < BOUND_MS."""
     fn, data = WHOLE_POST[name], ADVERSARIAL[shape]
     elapsed = fastest(lambda: fn(data))
-    assert elapsed < 100, f"{name} took {elapsed:.0f} ms on 1 MB of {shape!r}"
+    assert elapsed < BOUND_MS, f"{name} took {elapsed:.0f} ms on 1 MB of {shape!r}"
 
 
 # Passes that run on a post after the room cut it to HASHROOM_MAX_POST_TEXT/HTML.
@@ -79,13 +87,13 @@ CAPPED = {
 @pytest.mark.parametrize("shape", sorted(ADVERSARIAL))
 @pytest.mark.parametrize("name", sorted(CAPPED))
 def test_every_text_function_is_linear_and_fast_at_the_caps(name: str, shape: str) -> None:
-    """At the default caps each text function takes < 100 ms, and ten times the input costs
+    """At the default caps each text function takes < BOUND_MS, and ten times the input costs
     well under a hundred times the time (linear, not quadratic)."""
     fn, data = CAPPED[name], ADVERSARIAL[shape]
     small, large = data[:10_000], data[:100_000]
     capped = data[:50_000]  # HASHROOM_MAX_POST_HTML's default; the text cap is lower
     at_cap = fastest(lambda: fn(capped))
-    assert at_cap < 100, f"{name} took {at_cap:.0f} ms on a capped post of {shape!r}"
+    assert at_cap < BOUND_MS, f"{name} took {at_cap:.0f} ms on a capped post of {shape!r}"
     t_small, t_large = fastest(lambda: fn(small)), fastest(lambda: fn(large))
     assert t_large < 40 * t_small + 5, (
         f"{name} on {shape!r}: {t_small:.1f} ms for 10 KB but {t_large:.1f} ms for 100 KB"

@@ -155,12 +155,16 @@ async def xrpc(
     params: dict[str, Any] | None = None,
     body: dict[str, Any] | None = None,
     token: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> httpx.Response:
     """Send one XRPC request; transport failures and timeouts become :class:`NetworkError`.
 
-    The response is returned whatever its status: callers decide (see :func:`raise_for_xrpc`).
+    ``headers`` are sent besides the token (e.g. ``atproto-proxy``). The response is returned
+    whatever its status: callers decide (see :func:`raise_for_xrpc`).
     """
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers = dict(headers or {})
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     url = f"{service.rstrip('/')}/xrpc/{nsid}"
     try:
         return await http.request(method, url, params=params, json=body, headers=headers)
@@ -170,7 +174,9 @@ async def xrpc(
         raise NetworkError(f"{nsid}: cannot reach {service}: {describe_failure(exc)}") from exc
 
 
-def _json(response: httpx.Response, what: str) -> dict[str, Any]:
+def json_object(response: httpx.Response, what: str) -> dict[str, Any]:
+    """The JSON object of an XRPC answer; :class:`NetworkError` when it is not JSON or not an
+    object (a server answering garbage is a failure to retry, not a refusal)."""
     try:
         data = response.json()
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -190,7 +196,7 @@ async def resolve_handle(http: httpx.AsyncClient, service: str, handle: str) -> 
     if response.status_code == 400:
         return None
     raise_for_xrpc(response, "resolveHandle")
-    did = _json(response, "resolveHandle").get("did")
+    did = json_object(response, "resolveHandle").get("did")
     return did if isinstance(did, str) and did.startswith("did:") else None
 
 
@@ -255,7 +261,7 @@ async def create_session(
         body={"identifier": identifier.strip().lstrip("@"), "password": app_password},
     )
     raise_for_xrpc(response, "sign-in")
-    return _session_from(_json(response, "sign-in"), service, "sign-in")
+    return _session_from(json_object(response, "sign-in"), service, "sign-in")
 
 
 async def refresh_session(http: httpx.AsyncClient, session: BlueskySession) -> BlueskySession:
@@ -273,7 +279,8 @@ async def refresh_session(http: httpx.AsyncClient, session: BlueskySession) -> B
     if response.status_code in (400, 401):
         raise AuthError(f"Bluesky session ended ({_failure(response)}): sign in again", status=401)
     raise_for_xrpc(response, "refreshSession")
-    return _session_from(_json(response, "refreshSession"), session.service, "refreshSession")
+    data = json_object(response, "refreshSession")
+    return _session_from(data, session.service, "refreshSession")
 
 
 async def sign_in(
@@ -368,30 +375,46 @@ class AccountClient:
         params: dict[str, Any] | None = None,
         body: dict[str, Any] | None = None,
         service: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """One XRPC call with the account's token; returns the JSON answer.
 
         ``service`` overrides where the call goes (default: the account's PDS, which proxies
-        ``app.bsky.*`` queries to its AppView). Raises as :func:`raise_for_xrpc` describes.
+        ``app.bsky.*`` queries to its AppView, or to the service an ``atproto-proxy`` entry
+        of ``headers`` names). Raises as :func:`raise_for_xrpc` describes.
         """
         session = await self._current()
         target = service or session.service
-        response = await xrpc(
-            self.http, method, target, nsid, params=params, body=body, token=session.access_jwt
-        )
+
+        async def send(token: str) -> httpx.Response:
+            return await xrpc(
+                self.http,
+                method,
+                target,
+                nsid,
+                params=params,
+                body=body,
+                token=token,
+                headers=headers,
+            )
+
+        response = await send(session.access_jwt)
         if is_expired_token(response):
             session = await self.refresh(session)
-            response = await xrpc(
-                self.http, method, target, nsid, params=params, body=body, token=session.access_jwt
-            )
+            response = await send(session.access_jwt)
         raise_for_xrpc(response, nsid)
-        return _json(response, nsid)
+        return json_object(response, nsid)
 
     async def get(
-        self, nsid: str, params: dict[str, Any] | None = None, *, service: str | None = None
+        self,
+        nsid: str,
+        params: dict[str, Any] | None = None,
+        *,
+        service: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """An XRPC query (GET) as this account."""
-        return await self.call("GET", nsid, params=params, service=service)
+        return await self.call("GET", nsid, params=params, service=service, headers=headers)
 
     async def post(self, nsid: str, body: dict[str, Any]) -> dict[str, Any]:
         """An XRPC procedure (POST with a JSON body) as this account, on its PDS."""

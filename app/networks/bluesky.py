@@ -17,6 +17,19 @@ History
     account's PDS, which forwards to its AppView) when it starts without a cursor and after an
     outage longer than the replay window. Without an account it posts a notice instead, once.
 
+Replies without the hashtag
+    Answers to a host's question often leave the tag out, so no stream filter sees them. The
+    follower remembers the questions it delivered (a post opening with a question marker,
+    :func:`app.qa.question_number`) for ``context_window`` seconds, at most
+    :data:`CONTEXT_QUESTIONS`, and every ``context_interval`` seconds fetches up to
+    :data:`CONTEXT_REQUESTS_PER_CYCLE` of their threads with ``app.bsky.feed.getPostThread``
+    (:func:`get_post_thread`): through the signed-in account's PDS with an ``atproto-proxy``
+    header naming the AppView when the source has an account, else from a public AppView.
+    Untagged replies found there (:func:`read_thread`) are yielded once, flagged
+    ``extra["thread_context"] = True``, in a batch whose cursor is None (they are not part of
+    the stream's position). The fetch runs beside the stream, never in its way; failures are
+    logged and the next cycle tries again.
+
 Authors never hold up a post
     A post is yielded at once with the author the resolver has cached, or with the DID as a
     stand-in. The follower then looks the author up in the background
@@ -70,10 +83,13 @@ from app.networks.atproto_session import (
     AccountClient,
     BlueskySession,
     create_session,
+    json_object,
+    raise_for_xrpc,
     refresh_session,
     resolve_handle,
     resolve_pds,
     sign_in,
+    xrpc,
 )
 from app.networks.base import (
     Author,
@@ -89,9 +105,11 @@ from app.networks.base import (
     Upsert,
 )
 from app.outbound import describe_failure
+from app.qa import question_number
 from app.text import contains_any_hashtag, count_graphemes, tag_key
 
 __all__ = [
+    "DEFAULT_APPVIEW_PROXY",
     "DEFAULT_SERVICE",
     "FACET_LINK",
     "FACET_MENTION",
@@ -113,12 +131,14 @@ __all__ = [
     "check_post_text",
     "create_session",
     "facets_for",
+    "get_post_thread",
     "length",
     "matches_tag",
     "parse_post_uri",
     "post_url",
     "post_view_to_post",
     "publish",
+    "read_thread",
     "record_to_post",
     "refresh_session",
     "render_post_html",
@@ -163,6 +183,22 @@ SEEN_LIMIT = 50_000
 # Posts waiting for their author's profile, and concurrent profile lookups.
 WAITING_LIMIT = 2_000
 LOOKUP_CONCURRENCY = 8
+# Thread context (see the module docstring). A chat asks one question every few minutes, so
+# the last 20 cover any session; 3 thread fetches a cycle (one a minute by default) are a
+# sliver of the public AppView's 3,000 requests per 5 minutes per address.
+CONTEXT_QUESTIONS = 20
+CONTEXT_REQUESTS_PER_CYCLE = 3
+# How far below the question replies are read (getPostThread's own default) and how many
+# posts one answer may add: a viral thread must not flood the room or the event loop.
+THREAD_DEPTH = 6
+THREAD_POSTS_LIMIT = 200
+# The question check reads only the opening of a post (a marker opens it), so a hostile
+# record with megabytes of text costs what a normal post does.
+QUESTION_PEEK = 2000
+# Bluesky's own AppView, as a PDS names it in the atproto-proxy header.
+DEFAULT_APPVIEW_PROXY = "did:web:api.bsky.app#bsky_appview"
+THREAD_VIEW = "app.bsky.feed.defs#threadViewPost"
+GET_POST_THREAD = "app.bsky.feed.getPostThread"
 
 
 # --- posts --------------------------------------------------------------------------------
@@ -502,6 +538,100 @@ async def search_posts(
     return SearchPage(posts=posts, cursor=next_cursor if isinstance(next_cursor, str) else None)
 
 
+# --- threads ------------------------------------------------------------------------------
+
+
+async def get_post_thread(
+    http: httpx.AsyncClient,
+    uri: str,
+    *,
+    account: AccountClient | None = None,
+    service: str | None = None,
+    proxy: str | None = None,
+    depth: int = THREAD_DEPTH,
+) -> dict[str, Any]:
+    """The ``app.bsky.feed.getPostThread`` answer for post ``uri``: its replies down to
+    ``depth`` levels, no parents (``parentHeight=0``).
+
+    With ``account`` the call is made as that account, on ``service`` when given, else on its
+    PDS, which forwards it to the AppView that ``proxy`` (an ``atproto-proxy`` value such as
+    :data:`DEFAULT_APPVIEW_PROXY`) names. Without an account it goes, unauthenticated, to
+    ``service`` (an AppView). Raises ValueError when there is nowhere to send it, else like
+    :meth:`AccountClient.call`: a 400 (e.g. ``NotFound`` for a deleted post) is
+    :class:`RemoteRejected`, invalid JSON a :class:`NetworkError`.
+    """
+    params: dict[str, Any] = {"uri": uri, "depth": max(0, min(1000, depth)), "parentHeight": 0}
+    if account is not None:
+        headers = {"atproto-proxy": proxy} if proxy else None
+        return await account.get(GET_POST_THREAD, params, service=service, headers=headers)
+    if not service:
+        raise ValueError("getPostThread needs a signed-in account or an AppView address")
+    response = await xrpc(http, "GET", service, GET_POST_THREAD, params=params)
+    raise_for_xrpc(response, GET_POST_THREAD)
+    return json_object(response, GET_POST_THREAD)
+
+
+def _thread_view(node: Any) -> dict[str, Any] | None:
+    """``node`` when it is a ``threadViewPost`` with a post view, else None (``notFoundPost``,
+    ``blockedPost``, members the lexicon may add later and anything malformed)."""
+    if isinstance(node, dict) and node.get("$type") == THREAD_VIEW:
+        if isinstance(node.get("post"), dict):
+            return node
+    return None
+
+
+def read_thread(
+    answer: Any,
+    uri: str,
+    *,
+    skip_tag: str | Sequence[str] | None = None,
+    depth: int = THREAD_DEPTH,
+    limit: int = THREAD_POSTS_LIMIT,
+) -> list[RemotePost] | None:
+    """The replies under post ``uri`` in a :func:`get_post_thread` answer, parents before
+    their replies; None when the thread's own post is gone (``notFoundPost``, ``blockedPost``).
+
+    Guarantees, whatever the answer holds: every post returned answers the post it hangs
+    under (its record's ``reply.parent`` is that post's uri, so nothing is threaded under a
+    post it does not answer), each uri once, none deeper than ``depth`` levels, at most
+    ``limit`` posts; replies carrying ``skip_tag`` are left out (the stream delivers those)
+    but their own replies are still read. Wrong types are ignored; it never raises.
+    """
+    thread = answer.get("thread") if isinstance(answer, dict) else None
+    root = _thread_view(thread)
+    if root is None:
+        return None if isinstance(thread, dict) and "$type" in thread else []
+    if root["post"].get("uri") != uri:
+        return []
+    found: list[RemotePost] = []
+    seen = {uri}
+    level: list[tuple[dict[str, Any], str]] = [(root, uri)]
+    for _ in range(max(0, depth)):
+        below: list[tuple[dict[str, Any], str]] = []
+        for node, node_uri in level:
+            replies = node.get("replies")
+            for child in replies if isinstance(replies, list) else []:
+                view = _thread_view(child)
+                post = post_view_to_post(view["post"]) if view else None
+                if view is None or post is None or post.remote_id in seen:
+                    continue
+                if post.in_reply_to != node_uri:
+                    continue  # not an answer to this post: the AppView misplaced it
+                seen.add(post.remote_id)
+                if len(seen) > 4 * limit:
+                    return found  # mostly tagged or hidden replies: enough work for one answer
+                below.append((view, post.remote_id))
+                if skip_tag and matches_tag(view["post"].get("record"), skip_tag):
+                    continue
+                found.append(post)
+                if len(found) >= limit:
+                    return found
+        level = below
+        if not level:
+            break
+    return found
+
+
 # --- publishing ---------------------------------------------------------------------------
 
 
@@ -642,6 +772,10 @@ class _LiveFollower:
         backoff_cap: float = 60.0,
         cursor_interval: float = CURSOR_INTERVAL,
         open_timeout: float = 10.0,
+        appview_url: str | None = None,
+        appview_proxy: str | None = DEFAULT_APPVIEW_PROXY,
+        context_interval: float = 60.0,
+        context_window: float = 2 * 3600.0,
         connect: Callable[..., Any],
     ):
         """Follow ``tag`` (with or without '#'), or every one of a list of tags (a post
@@ -656,7 +790,14 @@ class _LiveFollower:
         up to ``backoff_cap`` seconds, jittered. With nothing matching, the cursor still
         moves forward every ``cursor_interval`` seconds (a batch with no changes). ``connect``
         opens the websocket (the signature of websockets' ``connect``).
+
+        Thread context (module docstring) asks ``account``'s PDS (or ``search_service``),
+        with ``appview_proxy`` as its ``atproto-proxy`` header, or without an account the
+        public AppView at ``appview_url``; with neither it is off. Questions are watched for
+        ``context_window`` seconds, their threads fetched every ``context_interval`` seconds.
         """
+        if context_interval <= 0:
+            raise ValueError("context_interval must be positive")
         self.http = http
         self.connect = connect  # websockets' connect signature; the app passes a guarded one
         self.url = _ws_url(url)
@@ -682,6 +823,14 @@ class _LiveFollower:
         self._lookups: dict[str, asyncio.Task[Author]] = {}
         self._resolved: list[tuple[str, Author]] = []
         self._lookup_slots = asyncio.Semaphore(LOOKUP_CONCURRENCY)
+        self.appview_url = appview_url.rstrip("/") if appview_url else None
+        self.appview_proxy = appview_proxy or None
+        self.context_interval = context_interval
+        self.context_window = context_window
+        self._questions: OrderedDict[str, float] = OrderedDict()  # uri → first seen (monotonic)
+        self._threaded: OrderedDict[str, None] = OrderedDict()  # uris found in threads
+        self._context_due = 0.0
+        self._context_task: asyncio.Task[list[RemotePost]] | None = None
 
     # --- to implement per transport --------------------------------------------------------
 
@@ -717,6 +866,7 @@ class _LiveFollower:
         position = _Position(value, value, now, None, now)
         want_history = value is None or self._cursor_too_old(value)
         attempt = 0
+        self._context_due = now + self.context_interval
         try:
             while True:
                 error = None
@@ -752,12 +902,17 @@ class _LiveFollower:
         finally:
             for task in self._lookups.values():
                 task.cancel()
+            if self._context_task is not None:
+                self._context_task.cancel()
 
     async def _stream(
         self, ws: ClientConnection, position: _Position, ctx: FollowContext
     ) -> AsyncIterator[Batch]:
         while True:
-            wait = 0.2 if self._lookups or self._resolved else self.cursor_interval
+            busy = self._lookups or self._resolved or self._context_task is not None
+            wait = 0.2 if busy else self.cursor_interval
+            if self._questions:
+                wait = min(wait, max(0.01, self._context_due - time.monotonic()))
             try:
                 message: str | bytes | None = await asyncio.wait_for(ws.recv(), wait)
             except TimeoutError:
@@ -786,6 +941,9 @@ class _LiveFollower:
             if changes or cursor is not None:
                 position.yielded_at = now
                 yield Batch(changes=changes, cursor=cursor)
+            thread = self._thread_changes()
+            if thread:
+                yield Batch(changes=thread)  # not part of the stream: the cursor stays
 
     # --- records -------------------------------------------------------------------------
 
@@ -805,7 +963,8 @@ class _LiveFollower:
             return None
         if not isinstance(record, dict):
             raise _Malformed(f"{action} of {uri} without a record")
-        if not matches_tag(record, self.tags):
+        threaded = uri in self._threaded
+        if not matches_tag(record, self.tags) and not (threaded and action == "update"):
             if action == "update" and uri in self._seen:
                 del self._seen[uri]  # edited to drop the tag: it leaves the room
                 return Delete(remote_id=uri)
@@ -825,6 +984,10 @@ class _LiveFollower:
             author=author or fallback_author(did, identity.handle if identity else None),
             pds_url=identity.pds if identity else None,
         )
+        if threaded:
+            post.extra["thread_context"] = True
+        else:
+            self._remember_question(post)
         if author is None:
             self._wait_for_author(did, post)
         return Upsert(post)
@@ -857,6 +1020,99 @@ class _LiveFollower:
                 if author != post.author and post.remote_id in self._seen:
                     changes.append(Upsert(replace(post, author=author)))
         return changes
+
+    # --- thread context --------------------------------------------------------------------
+
+    @property
+    def context_enabled(self) -> bool:
+        """True when threads can be fetched: a signed-in account or a public AppView."""
+        return self.account is not None or self.appview_url is not None
+
+    def _remember_question(self, post: RemotePost) -> None:
+        """Watch ``post``'s thread when it is a question (see the module docstring)."""
+        if not self.context_enabled or post.remote_id in self._questions:
+            return
+        if question_number(post.text[:QUESTION_PEEK]) is None:
+            return
+        self._questions[post.remote_id] = time.monotonic()
+        while len(self._questions) > CONTEXT_QUESTIONS:
+            oldest = min(self._questions, key=self._questions.__getitem__)
+            del self._questions[oldest]
+
+    def _thread_changes(self) -> list[Change]:
+        """Starts a thread-context cycle when one is due; returns the replies of a finished
+        one that the room has not had yet, flagged. Never raises (but for cancellation)."""
+        task = self._context_task
+        if task is None:
+            if self._questions and time.monotonic() >= self._context_due:
+                self._context_task = asyncio.get_running_loop().create_task(self._context_cycle())
+            return []
+        if not task.done():
+            return []
+        self._context_task = None
+        if task.cancelled():
+            return []
+        if task.exception() is not None:  # a bug, not the network: log it, keep following
+            log.error("thread context for #%s failed", self.tag, exc_info=task.exception())
+            return []
+        changes: list[Change] = []
+        for post in task.result():
+            cid = post.extra.get("cid")
+            if post.remote_id in self._seen and self._seen[post.remote_id] in (None, cid):
+                continue  # delivered already (or in the room since before a restart)
+            self._seen[post.remote_id] = cid
+            self._seen.move_to_end(post.remote_id)
+            self._threaded[post.remote_id] = None
+            self._threaded.move_to_end(post.remote_id)
+            post.extra["thread_context"] = True
+            changes.append(Upsert(post))
+        self._trim_seen()
+        while len(self._threaded) > SEEN_LIMIT:
+            self._threaded.popitem(last=False)
+        return changes
+
+    async def _context_cycle(self) -> list[RemotePost]:
+        """One thread-context cycle: the replies found under up to
+        :data:`CONTEXT_REQUESTS_PER_CYCLE` watched questions (the least recently fetched).
+
+        Network failures and malformed answers are logged and end the cycle early; the next
+        comes ``context_interval`` seconds later, or when a 429's reset says. A question the
+        AppView refuses (400, e.g. ``NotFound`` once deleted) or reports gone is forgotten.
+        """
+        now = time.monotonic()
+        self._context_due = now + self.context_interval
+        for uri, first_seen in list(self._questions.items()):
+            if now - first_seen > self.context_window:
+                del self._questions[uri]
+        found: list[RemotePost] = []
+        for uri in list(self._questions)[:CONTEXT_REQUESTS_PER_CYCLE]:
+            if uri not in self._questions:
+                continue  # pushed out by newer questions while a fetch was under way
+            self._questions.move_to_end(uri)
+            try:
+                answer = await get_post_thread(
+                    self.http,
+                    uri,
+                    account=self.account,
+                    service=self.search_service if self.account else self.appview_url,
+                    proxy=self.appview_proxy,
+                )
+            except RemoteRejected as exc:
+                log.info("thread of %s (#%s) no longer watched: %s", uri, self.tag, exc)
+                self._questions.pop(uri, None)
+                continue
+            except NetworkError as exc:
+                if exc.retry_after is not None:
+                    self._context_due = max(self._context_due, time.monotonic() + exc.retry_after)
+                log.warning("thread of %s (#%s) not fetched: %s", uri, self.tag, exc)
+                break
+            replies = read_thread(answer, uri, skip_tag=self.tags)
+            if replies is None:
+                log.info("thread of %s (#%s) is gone; no longer watched", uri, self.tag)
+                self._questions.pop(uri, None)
+                continue
+            found.extend(replies)
+        return found
 
     # --- history -------------------------------------------------------------------------
 
@@ -900,6 +1156,7 @@ class _LiveFollower:
         posts = sorted(found.values(), key=lambda p: p.created_at)[-self.backfill_limit :]
         for post in posts:
             self._seen[post.remote_id] = post.extra.get("cid")
+            self._remember_question(post)
         self._trim_seen()
         ctx.report("streaming")
         if posts:

@@ -9,6 +9,11 @@
   source signs in once and keeps only the session, sealed in ``Source.secret``; search goes
   through the account's PDS, or to ``search_service`` when given (an AppView of your own).
   Without an account the room says that history before the live stream is not available.
+- **Replies without the hashtag** — the follower fetches recent questions' threads
+  (``getPostThread``) every ``HASHROOM_BLUESKY_CONTEXT_INTERVAL`` seconds: through the
+  account's PDS (or ``search_service``) with ``HASHROOM_BLUESKY_APPVIEW_PROXY`` as its
+  ``atproto-proxy`` header, or, for a source without an account, from the public AppView
+  ``HASHROOM_BLUESKY_APPVIEW_URL``.
 - **Following** — :class:`~app.networks.bluesky.JetstreamFollower` or
   :class:`~app.networks.bluesky.FirehoseFollower`, told the chat's latest Bluesky post ids so
   their deletes still reach the room after a restart, and wrapped in :class:`QuoteFiller` so a
@@ -623,6 +628,9 @@ def install(app: FastAPI, settings: Settings) -> None:
             known_ids=known,
             backoff_base=settings.backoff_base,
             backoff_cap=settings.backoff_cap,
+            appview_url=settings.bluesky_appview_url or None,
+            appview_proxy=settings.bluesky_appview_proxy or None,
+            context_interval=settings.bluesky_context_interval,
             connect=streams[kind.transport].connect,
         )
         return QuoteFiller(inner, rooms, chat.id, app.state.http, state["resolver"])  # type: ignore[arg-type]

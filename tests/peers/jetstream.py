@@ -4,8 +4,14 @@ Speaks Jetstream v1 on ``/subscribe`` (JSON text frames, ``wantedCollections`` f
 ``cursor=<time_us>`` replay from an in-memory log, identity and account events sent to every
 subscriber), ``app.bsky.feed.searchPosts`` over what it has seen (``q``, ``tag``, ``since``,
 ``until``, ``sort``, ``limit``, ``cursor``; a Bearer token is required, as the AppView behind a
-PDS does), and answers DID documents (``GET /did:plc:…``) and profile records
+PDS does), ``app.bsky.feed.getPostThread`` over the same posts (``uri``, ``depth``,
+``parentHeight``; no token needed, as on the public AppView; a missing post is 400
+``NotFound``; answers are ``threadViewPost`` trees with ``$type`` on every union member), and
+answers DID documents (``GET /did:plc:…``) and profile records
 (``com.atproto.repo.getRecord``) for accounts added with :meth:`JetstreamServer.add_account`.
+It is also an AppView a PDS can proxy to: ``/.well-known/did.json`` is the DID document of
+:attr:`JetstreamServer.appview_did` (``did:web:localhost%3APORT``) with a ``#bsky_appview``
+service, so ``atproto-proxy: <appview_did>#bsky_appview`` through a real PDS lands here.
 
 Two ways to feed it:
 
@@ -14,7 +20,9 @@ Two ways to feed it:
   re-emits it the way Jetstream does (its own DAG-CBOR/CAR decoding with libipld).
 
 Test hooks: :meth:`send_raw` (a frame outside the protocol), :meth:`drop` (cut every
-subscriber's TCP connection), :meth:`fail_next_search`.
+subscriber's TCP connection), :meth:`fail_next_search`, :meth:`fail_next_thread`,
+:attr:`thread_extras` (more union members under a post: ``notFoundPost``, ``blockedPost``, or
+anything hostile).
 """
 
 from __future__ import annotations
@@ -37,6 +45,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 POST = "app.bsky.feed.post"
+THREAD_VIEW = "app.bsky.feed.defs#threadViewPost"
+NOT_FOUND_POST = "app.bsky.feed.defs#notFoundPost"
+BLOCKED_POST = "app.bsky.feed.defs#blockedPost"
 _TAG_FACET = "app.bsky.richtext.facet#tag"
 _DROP = object()
 
@@ -98,6 +109,9 @@ class JetstreamServer:
         self.log: list[dict[str, Any]] = []
         self.subscriptions: list[dict[str, list[str]]] = []  # query of every /subscribe
         self.search_requests: list[dict[str, Any]] = []
+        # Every getPostThread call: params, Authorization, atproto-proxy, wall-clock time.
+        self.thread_requests: list[dict[str, Any]] = []
+        self.thread_extras: dict[str, list[Any]] = {}  # post uri → extra entries in replies
         self.accounts: dict[str, _Account] = {}
         self._handles: dict[str, str] = {}
         self._subscribers: set[_Subscriber] = set()
@@ -105,6 +119,7 @@ class JetstreamServer:
         self._server: Server | None = None
         self._relay: asyncio.Task[None] | None = None
         self._search_failures: list[tuple[int, dict[str, Any], dict[str, str]]] = []
+        self._thread_failures: list[tuple[int, str, dict[str, str]]] = []
         self._changed = asyncio.Condition()
         self.port = 0
 
@@ -135,8 +150,13 @@ class JetstreamServer:
 
     @property
     def http_url(self) -> str:
-        """Base URL of the HTTP side (searchPosts, PLC, getRecord)."""
+        """Base URL of the HTTP side (searchPosts, getPostThread, PLC, getRecord)."""
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def appview_did(self) -> str:
+        """The ``did:web`` of the AppView side (its document names ``http://localhost:PORT``)."""
+        return f"did:web:localhost%3A{self.port}"
 
     # --- feeding -------------------------------------------------------------------------
 
@@ -213,6 +233,14 @@ class JetstreamServer:
         """Answer the next searchPosts call with this error instead."""
         self._search_failures.append((status, body, headers or {}))
 
+    def fail_next_thread(
+        self, status: int, body: dict[str, Any] | str, headers: dict[str, str] | None = None
+    ) -> None:
+        """Answer the next getPostThread call with this instead (a str body is sent as is,
+        e.g. broken JSON with status 200)."""
+        text = body if isinstance(body, str) else json.dumps(body)
+        self._thread_failures.append((status, text, headers or {}))
+
     # --- websocket side ------------------------------------------------------------------
 
     async def _handle(self, connection: ServerConnection) -> None:
@@ -266,6 +294,10 @@ class JetstreamServer:
         params = parse_qs(parts.query)
         if parts.path == "/xrpc/app.bsky.feed.searchPosts":
             return self._search(connection, request, params)
+        if parts.path == "/xrpc/app.bsky.feed.getPostThread":
+            return self._thread(connection, request, params)
+        if parts.path == "/.well-known/did.json":
+            return _json(connection, 200, self._appview_document())
         if parts.path == "/xrpc/com.atproto.repo.getRecord":
             return self._get_profile(connection, params)
         if parts.path.startswith("/did:"):
@@ -368,6 +400,74 @@ class JetstreamServer:
         if offset + limit < len(hits):
             body["cursor"] = str(offset + limit)
         return _json(connection, 200, body)
+
+    def _appview_document(self) -> dict[str, Any]:
+        return {
+            "@context": ["https://www.w3.org/ns/did/v1"],
+            "id": self.appview_did,
+            "service": [
+                {
+                    "id": "#bsky_appview",
+                    "type": "BskyAppView",
+                    "serviceEndpoint": f"http://localhost:{self.port}",
+                }
+            ],
+        }
+
+    def _thread(
+        self, connection: ServerConnection, request: Request, params: dict[str, list[str]]
+    ) -> Response:
+        self.thread_requests.append(
+            {
+                "params": params,
+                "authorization": request.headers.get("Authorization", ""),
+                "proxy": request.headers.get("atproto-proxy"),
+                "at": time.time(),
+            }
+        )
+        if self._thread_failures:
+            status, text, headers = self._thread_failures.pop(0)
+            response = connection.respond(status, text)
+            del response.headers["Content-Type"]
+            response.headers["Content-Type"] = "application/json; charset=utf-8"
+            for name, value in headers.items():
+                response.headers[name] = value
+            return response
+        uri = params.get("uri", [""])[0]
+        try:
+            depth = int(params.get("depth", ["6"])[0])
+            height = int(params.get("parentHeight", ["80"])[0])
+        except ValueError as exc:
+            return _json(connection, 400, {"error": "InvalidRequest", "message": str(exc)})
+        if not uri or not 0 <= depth <= 1000 or not 0 <= height <= 1000:
+            return _json(connection, 400, {"error": "InvalidRequest", "message": "bad params"})
+        views = {view["uri"]: view for view, _ in sorted(self._posts(), key=lambda p: p[1])}
+        if uri not in views:
+            return _json(
+                connection, 400, {"error": "NotFound", "message": f"Post not found: {uri}"}
+            )
+        children: dict[str, list[str]] = {}
+        for view in views.values():
+            parent = view["record"].get("reply", {}).get("parent", {}).get("uri")
+            if parent:
+                children.setdefault(parent, []).append(view["uri"])
+
+        def down(node_uri: str, level: int) -> dict[str, Any]:
+            node: dict[str, Any] = {"$type": THREAD_VIEW, "post": views[node_uri]}
+            if level < depth:
+                node["replies"] = [down(c, level + 1) for c in children.get(node_uri, [])]
+                node["replies"] += self.thread_extras.get(node_uri, [])
+            return node
+
+        thread = down(uri, 0)
+        node, steps = thread, 0
+        while steps < height:
+            parent = views[node["post"]["uri"]]["record"].get("reply", {}).get("parent", {})
+            if parent.get("uri") not in views:
+                break
+            node["parent"] = {"$type": THREAD_VIEW, "post": views[parent["uri"]]}
+            node, steps = node["parent"], steps + 1
+        return _json(connection, 200, {"thread": thread})
 
     def _posts(self) -> list[tuple[dict[str, Any], int]]:
         """(postView, indexed time_us) of every post seen and not deleted, latest version."""
