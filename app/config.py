@@ -333,6 +333,13 @@ class Settings(BaseSettings):
     max_sources_per_chat: int = Field(
         10, ge=1, le=50, description="Most network sources one chat may follow."
     )
+    # Mastodon answers at most 4 tags per tag-timeline request; more are read in several.
+    max_hashtags_per_chat: int = Field(
+        5,
+        ge=1,
+        le=10,
+        description="Most hashtags one chat may follow (the first is the reply tag).",
+    )
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description="Reverse proxies (IP addresses or networks, JSON list) whose "

@@ -29,7 +29,7 @@ from .networks.feedgen import (
     record_key,
 )
 from .publishing import Accounts
-from .rooms import Rooms, visible
+from .rooms import Rooms, chat_hashtags, visible
 
 NETWORK = "bluesky"
 BSKY_FEED_URL = "https://bsky.app/profile/{did}/feed/{rkey}"
@@ -171,7 +171,8 @@ class Feeds:
         chat = await self.rooms.get_chat(slug)
         rkey = record_key(chat.slug)
         description = chat.description or (
-            f"Posts from the #{chat.hashtag} chat, live on Hashroom: {base_url}/c/{chat.slug}"
+            f"Posts from the #{' #'.join(chat_hashtags(chat))} chat, live on Hashroom: "
+            f"{base_url}/c/{chat.slug}"
         )
         title = chat.title if len(chat.title) <= 24 else f"#{chat.hashtag}"
         record = generator_record(service, title, description)

@@ -314,6 +314,17 @@ class IngestManager:
             n += self.start(source, chat)
         return n
 
+    async def restart_chat(self, chat: Chat) -> int:
+        """Restart the running followers of ``chat`` with this copy of its row (e.g. after
+        its hashtags changed); each resumes from its committed cursor. Sources not running
+        (outside a scheduled session) are left to the scheduler, which reads the row anew.
+        Returns how many restarted."""
+        running = [i for i in self.ingesters.values() if i.chat_id == chat.id]
+        for ingester in running:
+            await self.stop(ingester.source_id)
+            self.start_now(ingester.source, chat)
+        return len(running)
+
     async def stop(self, source_id: int) -> None:
         await self.supervisor.stop(f"ingest-{source_id}")
         self.ingesters.pop(source_id, None)

@@ -29,7 +29,7 @@ from .outbound import OutboundPolicy, make_http_client, make_ws_connect
 from .present import Presenter
 from .publishing import Accounts, Publisher
 from .push import Push
-from .rooms import DEMO_SLUG, Rooms
+from .rooms import DEMO_SLUG, Rooms, chat_hashtags
 from .routes import accounts, api, health, live, pages, transcripts, wall
 from .routes import calendar as calendar_routes
 from .routes import feed as feed_routes
@@ -113,7 +113,7 @@ def follower_factories(settings: Settings, http: httpx.AsyncClient) -> dict[str,
         from .networks.demo import DemoFollower
 
         def demo(source: Source, chat: Chat) -> Any:
-            return DemoFollower(_transcript(), chat.hashtag, settings.demo_speed)
+            return DemoFollower(_transcript(), chat_hashtags(chat), settings.demo_speed)
 
         factories["demo"] = demo
     return factories
@@ -161,7 +161,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.supervisor = supervisor
         app.state.ingest = ingest
         app.state.scheduler = scheduler = Scheduler(rooms, ingest, settings)
-        app.state.moderation = Moderation(rooms, on_schedule_change=scheduler.wake)
+        app.state.moderation = Moderation(
+            rooms, on_schedule_change=scheduler.wake, on_hashtags_change=ingest.restart_chat
+        )
         app.state.http = http
         app.state.accounts = Accounts(rooms, app.state.vault, app.state.publishers)
         app.state.feeds = Feeds(rooms, settings)
@@ -206,6 +208,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.templates = make_templates()
     app.state.templates.env.globals["upcoming_sessions"] = upcoming_for_page
+    app.state.templates.env.globals["max_hashtags"] = settings.max_hashtags_per_chat
     app.state.session_cookie = SESSION_COOKIE
     app.state.source_builders = {}
     app.state.vault = Vault(settings.secret_key)

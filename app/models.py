@@ -22,11 +22,16 @@ def _ts(**kw: Any) -> Any:
 
 
 class Chat(SQLModel, table=True):
-    """A room following one hashtag. ``last_offset`` is the head of its event log."""
+    """A room following one or more hashtags. ``hashtags`` is the ordered list followed;
+    its first entry is ``hashtag``, the reply tag that posts made here carry.
+    ``last_offset`` is the head of its event log."""
 
     id: int | None = Field(default=None, primary_key=True)
     slug: str = Field(max_length=64, unique=True, index=True)
     hashtag: str = Field(max_length=100, index=True)  # without '#', as the creator typed it
+    # Every tag followed, reply tag first (without '#'); kept in step with ``hashtag`` by
+    # app/rooms.py, the only writer.
+    hashtags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     title: str = Field(max_length=200)
     description: str = Field(default="", max_length=2000)
     network: str = Field(default="native", max_length=20)  # primary network: native | demo | …

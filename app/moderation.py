@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,7 +31,7 @@ from . import events
 from .events import Frame
 from .models import Chat, ChatPerson, ModAction, Post, RoomRule, utcnow
 from .present import iso, post_json
-from .rooms import HIDDEN_BY_BLOCK, Invalid, NotFound, Rooms
+from .rooms import HIDDEN_BY_BLOCK, Invalid, NotFound, Rooms, chat_hashtags
 from .text import clean_name
 
 NETWORKS = ("native", "demo", "mastodon", "bluesky", "x")
@@ -57,6 +57,7 @@ ACTION_VERBS = {
     "approve": "Approved",
     "reject": "Rejected",
     "schedule": "Changed the schedule:",
+    "hashtags": "Changed the hashtags to",
 }
 
 
@@ -352,10 +353,18 @@ class Person:
 class Moderation:
     """Moderators' changes to one process's rooms, all through :class:`Rooms`' writer."""
 
-    def __init__(self, rooms: Rooms, on_schedule_change: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        rooms: Rooms,
+        on_schedule_change: Callable[[], None] | None = None,
+        on_hashtags_change: Callable[[Chat], Awaitable[Any]] | None = None,
+    ) -> None:
         self.rooms = rooms
         # Called after a schedule changed (set or undone): the scheduler re-plans at once.
         self.on_schedule_change = on_schedule_change
+        # Called with the chat after its hashtags changed (set or undone): the running
+        # followers restart on the new list.
+        self.on_hashtags_change = on_hashtags_change
 
     # -- helpers inside transactions ------------------------------------------------------
 
@@ -801,6 +810,52 @@ class Moderation:
         if self.on_schedule_change is not None:
             self.on_schedule_change()
 
+    # -- hashtags ----------------------------------------------------------------------------
+
+    async def set_hashtags(self, slug: str, tags: Sequence[str], actor: str) -> dict[str, Any]:
+        """Replace the chat's hashtags with ``tags`` (already normalized, at least one; the
+        first becomes the reply tag). Readers get a ``hashtags`` frame and a notice, the
+        followers restart on the new list; an unchanged list records nothing."""
+        if not tags:
+            raise Invalid("hashtags: a chat follows at least one hashtag")
+
+        def fn(session: Session) -> tuple[tuple[Chat, bool], list[Frame]]:
+            chat = Rooms.chat_by_slug(session, slug)
+            before = chat_hashtags(chat)
+            if before == list(tags):
+                return (chat, False), []
+            frames = self._set_hashtags_tx(session, chat, list(tags))
+            target = " ".join(f"#{tag}" for tag in tags)
+            data = {"before": before, "after": list(tags)}
+            record(session, chat.id, actor, "hashtags", target, data)  # type: ignore[arg-type]
+            return (chat, True), frames
+
+        chat, changed = await self.rooms.write(fn)
+        if changed:
+            await self._hashtags_changed(chat)
+        return {"hashtag": chat.hashtag, "hashtags": chat_hashtags(chat), "changed": changed}
+
+    @staticmethod
+    def _set_hashtags_tx(session: Session, chat: Chat, tags: list[str]) -> list[Frame]:
+        chat.hashtag = tags[0]
+        chat.hashtags = tags
+        session.add(chat)
+        session.flush()
+        listed = ", ".join(f"#{tag}" for tag in tags)
+        return [
+            events.append(session, chat.id, "hashtags", {"hashtag": tags[0], "hashtags": tags}),  # type: ignore[arg-type]
+            events.append(
+                session,
+                chat.id,  # type: ignore[arg-type]
+                "notice",
+                {"text": f"This chat now follows {listed}; posts made here carry #{tags[0]}."},
+            ),
+        ]
+
+    async def _hashtags_changed(self, chat: Chat) -> None:
+        if self.on_hashtags_change is not None:
+            await self.on_hashtags_change(chat)
+
     # -- the log and undo ------------------------------------------------------------------
 
     async def actions(self, slug: str, limit: int = 100) -> list[dict[str, Any]]:
@@ -877,6 +932,8 @@ class Moderation:
         changed = await rooms.write(lambda session: self._inverse_tx(session, slug, row))
         if row.action == "schedule":
             self._schedule_changed()
+        if row.action == "hashtags" and changed:
+            await self._hashtags_changed(await rooms.get_chat(slug))
         return changed
 
     def _inverse_tx(self, session: Session, slug: str, row: ModAction) -> tuple[bool, list[Frame]]:
@@ -918,6 +975,11 @@ class Moderation:
         if row.action == "schedule":
             self._set_schedule_tx(session, chat, data.get("before"))
             return True, []
+        if row.action == "hashtags":
+            before = list(data.get("before") or [])
+            if not before or chat_hashtags(chat) == before:
+                return False, []
+            return True, self._set_hashtags_tx(session, chat, before)
         raise Conflict(f"action {row.id} ({row.action}) cannot be undone")
 
 

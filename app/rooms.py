@@ -14,7 +14,7 @@ import hmac
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -307,6 +307,7 @@ class Rooms:
         *,
         hashtag: str,
         title: str,
+        hashtags: Sequence[str] | None = None,
         description: str = "",
         network: str = "native",
         sources: Sequence[SourceSpec] = (),
@@ -314,8 +315,12 @@ class Rooms:
         slug: str | None = None,
         moderator_key: str | None = None,
     ) -> tuple[Chat, str, list[Source]]:
-        """Create a chat; returns it, its moderator key (shown once) and its sources."""
-        tag = text.normalize_hashtag(hashtag)
+        """Create a chat; returns it, its moderator key (shown once) and its sources.
+
+        ``hashtags``, when given, is every tag followed and its first is the reply tag;
+        otherwise the chat follows ``hashtag`` alone. Raises ValueError on a bad list."""
+        tags = text.normalize_hashtags(hashtags or [hashtag], self.settings.max_hashtags_per_chat)
+        tag = tags[0]
         key = moderator_key or new_moderator_key()
 
         def fn(session: Session) -> tuple[tuple[Chat, str, list[Source]], list[Frame]]:
@@ -327,6 +332,7 @@ class Rooms:
             chat = Chat(
                 slug=candidate,
                 hashtag=tag,
+                hashtags=tags,
                 title=title.strip(),
                 description=description.strip(),
                 network=network,
@@ -645,7 +651,8 @@ class Rooms:
         *,
         vouched: bool = False,
     ) -> dict[str, Any]:
-        """Post in a native room as ``author``; the chat's hashtag is appended if missing.
+        """Post in a native room as ``author``; the reply tag is appended unless the text
+        already carries one of the chat's tags.
         ``vouched``: the poster is a moderator or holds a host link (Host badge, and the
         hold-for-review rules do not apply)."""
         return await self._native(slug, body, author, in_reply_to, pin=False, vouched=vouched)
@@ -696,7 +703,9 @@ class Rooms:
                     "this room follows another network: connect an account to post "
                     "(POST /api/accounts), then post with account_id"
                 )
-            final = text.append_hashtag(body.strip(), chat.hashtag)
+            final = body.strip()
+            if not text.contains_any_hashtag(final, chat_hashtags(chat)):
+                final = text.append_hashtag(final, chat.hashtag)
             length = text.count_graphemes(final)
             limit = self.settings.native_max_graphemes
             if length > limit:
@@ -1010,6 +1019,7 @@ def chat_json(
     return {
         "slug": chat.slug,
         "hashtag": chat.hashtag,
+        "hashtags": chat_hashtags(chat),
         "title": chat.title,
         "description": chat.description,
         "network": chat.network,
@@ -1020,6 +1030,16 @@ def chat_json(
         "last_post_at": iso(last_post_at),
         "schedule": schedule,
     }
+
+
+def chat_hashtags(chat: Chat | Mapping[str, Any]) -> list[str]:
+    """Every tag ``chat`` follows (a row or its ``chat_json``), reply tag first. A row
+    written before the list existed follows its one tag."""
+    if isinstance(chat, Chat):
+        tags, tag = chat.hashtags, chat.hashtag
+    else:
+        tags, tag = chat.get("hashtags"), chat.get("hashtag")
+    return list(tags) if tags else [tag] if tag else []
 
 
 def person_key(network: str, handle: str) -> str:

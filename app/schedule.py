@@ -456,6 +456,12 @@ class ChatCalendarEntry:
     description: str
     url: str
     schedule: Schedule | None
+    hashtags: tuple[str, ...] = ()  # every tag followed, reply tag first; () means (hashtag,)
+
+    @property
+    def tag_line(self) -> str:
+        """ "#a #b": every tag the chat follows."""
+        return " ".join(f"#{tag}" for tag in self.hashtags or (self.hashtag,))
 
 
 def calendar_ics(
@@ -474,9 +480,10 @@ def calendar_ics(
     host's zone (``TZID``), DURATION and the RRULE, so calendar apps expand the series
     themselves in local time, right across DST; one VTIMEZONE per zone used is included.
     UID is ``chat-{slug}@{host of base_url}``: stable per chat, distinct between servers.
-    SUMMARY is "#tag — title"; DESCRIPTION the description and the room's address; URL the
-    room, so every occurrence links back to it. A VALARM (DISPLAY) rings ``alarm_minutes``
-    before each occurrence; 0 leaves the alarm out.
+    SUMMARY is "#tag — title" ("#a #b — title" with several tags); DESCRIPTION the
+    description and the room's address; URL the room, so every occurrence links back to
+    it. A VALARM (DISPLAY) rings ``alarm_minutes`` before each occurrence; 0 leaves the
+    alarm out.
     """
     _require_aware("now", now)
     horizon_end = now + timedelta(days=horizon_days)
@@ -507,7 +514,7 @@ def calendar_ics(
         event.add("duration", schedule.duration)
         if schedule._ics_rule is not None:
             event.add("rrule", icalendar.vRecur.from_ical(schedule._ics_rule))
-        event.add("summary", f"#{chat.hashtag} — {chat.title}")
+        event.add("summary", f"{chat.tag_line} — {chat.title}")
         description = f"{chat.description}\n\n{room_url}" if chat.description else room_url
         event.add("description", description)
         event.add("url", room_url)
@@ -515,7 +522,7 @@ def calendar_ics(
             alarm = icalendar.Alarm()
             alarm.add("action", "DISPLAY")
             alarm.add(
-                "description", f"#{chat.hashtag} starts in {alarm_minutes:g} minutes: {room_url}"
+                "description", f"{chat.tag_line} starts in {alarm_minutes:g} minutes: {room_url}"
             )
             alarm.add("trigger", timedelta(minutes=-alarm_minutes))
             event.add_component(alarm)

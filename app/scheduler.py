@@ -110,6 +110,7 @@ def _session_json(
         "slug": chat["slug"],
         "title": chat["title"],
         "hashtag": chat["hashtag"],
+        "hashtags": chat.get("hashtags") or [chat["hashtag"]],
         "network": chat.get("network"),
         "start": iso(session.start),
         "end": iso(session.end),

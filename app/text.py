@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import grapheme
 import nh3
@@ -110,6 +110,46 @@ def tag_key(tag: str) -> str:
     if tag.startswith("#"):
         tag = tag[1:]
     return unicodedata.normalize("NFC", tag).casefold()
+
+
+# How a form field separates several tags: spaces, commas, semicolons.
+_TAG_SEPARATORS = re.compile(r"[\s,;]+")
+
+
+def split_hashtags(raw: str) -> list[str]:
+    """The tags typed in one text field ("#A, #B C" gives ["#A", "#B", "C"]), unchecked."""
+    return [part for part in _TAG_SEPARATORS.split(raw) if part]
+
+
+def normalize_hashtags(raw: Iterable[str], limit: int) -> list[str]:
+    """Return the tags as stored, in order, each through :func:`normalize_hashtag`.
+
+    Raises ValueError naming the tag at fault when one is invalid, when two are the same
+    tag (compared by :func:`tag_key`), when there are none, or more than ``limit``.
+    """
+    tags: list[str] = []
+    seen: dict[str, str] = {}
+    for n, item in enumerate(raw, 1):
+        try:
+            tag = normalize_hashtag(item)
+        except ValueError as exc:
+            raise ValueError(f"tag {n} ({str(item)[:40]!r}): {exc}") from exc
+        key = tag_key(tag)
+        if key in seen:
+            raise ValueError(f"#{tag} is given twice (as #{seen[key]} and #{tag})")
+        seen[key] = tag
+        tags.append(tag)
+    if not tags:
+        raise ValueError("give at least one hashtag")
+    if len(tags) > limit:
+        raise ValueError(f"{len(tags)} hashtags given; a chat follows at most {limit}")
+    return tags
+
+
+def contains_any_hashtag(text: str, tags: Iterable[str]) -> bool:
+    """True iff ``text`` carries at least one of ``tags`` as a whole tag (any case)."""
+    keys = {tag_key(tag) for tag in tags}
+    return any(tag_key(found) in keys for found in find_hashtags(text))
 
 
 def _trim_url(url: str) -> str:

@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from app import qa
-from app.text import sanitize_html
+from app.text import find_hashtags, sanitize_html, tag_key
 
 __all__ = [
     "CSV_HEADER",
@@ -54,6 +54,7 @@ CSV_HEADER = (
     "url",
     "votes",
     "answered",
+    "hashtags",  # which of the chat's tags the post carries ("#a #b"; empty for a thread reply)
 )
 # Spreadsheet apps run a cell starting with these as a formula (OWASP "CSV Injection"):
 # = + - @ and the tab / carriage return that some apps strip before looking.
@@ -96,6 +97,11 @@ class Transcript:
     groups: list[qa.QuestionGroup[TranscriptPost]]
     window_start: datetime | None
     window_end: datetime | None
+    hashtags: tuple[str, ...] = ()  # every tag followed, reply tag first; () means (hashtag,)
+
+    @property
+    def tags(self) -> list[str]:
+        return list(self.hashtags) or [self.hashtag]
 
 
 def build(
@@ -107,6 +113,7 @@ def build(
     description: str = "",
     window: tuple[datetime, datetime] | None = None,
     pinned_question_ids: Sequence[int] = (),
+    hashtags: Sequence[str] = (),
 ) -> Transcript:
     """Assemble a transcript.
 
@@ -162,6 +169,7 @@ def build(
         groups=groups,
         window_start=window_start,
         window_end=window_end,
+        hashtags=tuple(hashtags),
     )
 
 
@@ -218,10 +226,14 @@ def _md_who(post: TranscriptPost) -> str:
     return f"**{_md(post.author_name)}** ({_md(post.author_handle)})"
 
 
+def _tag_line(t: Transcript) -> str:
+    return " ".join(f"#{tag}" for tag in t.tags)
+
+
 def to_markdown(t: Transcript) -> str:
     """Title, tag and window, then "## Questions" (each question with its answers: author,
     UTC time, text), then "## Transcript", every post in order."""
-    out = [f"# {_md(t.title)}", "", f"\\#{_md(t.hashtag)}"]
+    out = [f"# {_md(t.title)}", "", " ".join(f"\\#{_md(tag)}" for tag in t.tags)]
     if t.window_start is not None and t.window_end is not None:
         start, end = _iso(t.window_start, seconds=True), _iso(t.window_end, seconds=True)
         out += ["", f"{start} – {end} (UTC)"]
@@ -288,7 +300,7 @@ def _post_json(post: TranscriptPost) -> dict[str, Any]:
 
 
 def to_json(t: Transcript) -> str:
-    """``{"chat": {slug, hashtag, title, description}, "window": {start, end} | null,
+    """``{"chat": {slug, hashtag, hashtags, title, description}, "window": {start, end} | null,
     "questions": [{number, question: post | null, answers: [post…], count}],
     "posts": [post…]}`` where a post is the object :func:`_post_json` documents by its keys:
     id, created_at, author_name, author_handle, network, is_host, question, answer,
@@ -300,6 +312,7 @@ def to_json(t: Transcript) -> str:
         "chat": {
             "slug": t.slug,
             "hashtag": t.hashtag,
+            "hashtags": t.tags,
             "title": t.title,
             "description": t.description,
         },
@@ -333,7 +346,9 @@ def _cell(value: Any) -> str:
 def to_csv(t: Transcript) -> str:
     """One header row (:data:`CSV_HEADER`) then one row per post, RFC 4180 quoting, CRLF
     line ends. Cells starting with = + - @ (or tab / CR) get a leading apostrophe so a
-    spreadsheet shows them instead of running them."""
+    spreadsheet shows them instead of running them. ``hashtags`` names the chat's tags the
+    post carries, as the chat spells them."""
+    chat_tags = {tag_key(tag): tag for tag in t.tags}
     buffer = io.StringIO()
     writer = csv.writer(buffer, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
     writer.writerow(CSV_HEADER)
@@ -351,9 +366,15 @@ def to_csv(t: Transcript) -> str:
             post.url,
             post.votes,
             "yes" if post.answered else "",
+            _carried(post.text, chat_tags),
         )
         writer.writerow([_cell(value) for value in row])
     return buffer.getvalue()
+
+
+def _carried(post_text: str, chat_tags: dict[str, str]) -> str:
+    found = {tag_key(tag) for tag in find_hashtags(post_text)}
+    return " ".join(f"#{tag}" for key, tag in chat_tags.items() if key in found)
 
 
 # ---------------------------------------------------------------------------- HTML
@@ -422,13 +443,13 @@ def to_html(t: Transcript, css: str) -> str:
         f'<meta http-equiv="Content-Security-Policy" content="{_e(_CSP)}">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         '<meta name="referrer" content="no-referrer">',
-        f"<title>#{_e(t.hashtag)} — {_e(t.title)}</title>",
+        f"<title>{_e(_tag_line(t))} — {_e(t.title)}</title>",
         f"<style>{style}</style>",
         "</head>",
         "<body>",
         '<header class="transcript-header">',
         f"<h1>{_e(t.title)}</h1>",
-        f'<p class="tag">#{_e(t.hashtag)}</p>',
+        f'<p class="tag">{_e(_tag_line(t))}</p>',
     ]
     if t.window_start is not None and t.window_end is not None:
         parts.append(

@@ -20,7 +20,10 @@ DEV_WS_CONNECT = make_ws_connect(OutboundPolicy(allow_private=True))
 
 
 async def create_chat(base: str, hashtag: str = "edchat", **extra: Any) -> dict[str, Any]:
-    body = {"hashtag": hashtag, "title": f"#{hashtag} test", "network": "native", **extra}
+    """A chat following ``hashtag`` (or ``hashtags=[…]`` in ``extra``)."""
+    body = {"title": f"#{hashtag} test", "network": "native", **extra}
+    if "hashtags" not in extra:
+        body["hashtag"] = hashtag
     async with httpx.AsyncClient(base_url=base) as http:
         r = await http.post("/api/chats", json=body)
     assert r.status_code == 201, r.text

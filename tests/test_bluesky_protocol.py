@@ -872,3 +872,41 @@ def test_decode_frame_reads_error_frames_and_refuses_malformed_ones() -> None:
     ):
         with pytest.raises(FrameError):
             decode_frame(bad)
+
+
+async def test_jetstream_follower_follows_every_tag_and_keeps_a_post_with_two_once(
+    http: httpx.AsyncClient, jetstream: JetstreamServer
+) -> None:
+    """Several tags: history is one search per tag, merged so a post carrying two is yielded
+    once; live, a post carrying any of them (facet, tags field or text) comes through."""
+    jetstream.commit(BOB, "3one", post_record("#TheChat one"))
+    jetstream.commit(BOB, "3two", post_record("#Second two"))
+    jetstream.commit(BOB, "3both", post_record("#TheChat and #Second"))
+    jetstream.commit(BOB, "3none", post_record("#Other"))
+    session = BlueskySession(BOB, "bob.test", "access-token", "refresh-token", jetstream.http_url)
+    resolver = IdentityResolver(http, plc_url=jetstream.http_url)
+    gen = JetstreamFollower(
+        http,
+        jetstream.url,
+        [TAG, "Second"],
+        resolver,
+        account=AccountClient(http, session),
+        backoff_base=0.05,
+        backoff_cap=0.2,
+        connect=DEV_WS_CONNECT,
+    ).follow(None, Ctx())
+    history = await next_changes(gen)
+    assert [c.post.remote_id for c in history.changes] == [  # type: ignore[union-attr]
+        f"at://{BOB}/app.bsky.feed.post/{rkey}" for rkey in ("3one", "3two", "3both")
+    ]
+    assert [r["params"]["tag"] for r in jetstream.search_requests] == [["TheChat"], ["Second"]]
+    await jetstream.wait_for_subscribers()
+    jetstream.commit(ALICE, "3other", post_record("#Other live"))
+    jetstream.commit(ALICE, "3live", post_record("live", facets=False, tags=["second"]))
+    jetstream.commit(ALICE, "3both", post_record("#second and #thechat live"))
+    live = [c.post.remote_id for c in (await next_changes(gen)).changes]  # type: ignore[union-attr]
+    while len(live) < 2:
+        live += [c.post.remote_id for c in (await next_changes(gen)).changes]  # type: ignore[union-attr]
+    assert live == [f"at://{ALICE}/app.bsky.feed.post/{rkey}" for rkey in ("3live", "3both")]
+    assert matches_tag(post_record("x #b"), ["a", "B"]) and not matches_tag({"text": "#c"}, "a")
+    await gen.aclose()

@@ -53,11 +53,18 @@ async def test_feeds_parse_and_list_only_scheduled_chats(server):
         schedule={"start": sydney, "timezone": "Australia/Sydney", "duration_minutes": 45},
     )
     plain = await create_chat(server.url, "plainchat")
+    await create_chat(server.url, hashtags=["twochat", "TwoChat2026"], schedule=TUESDAYS)
     async with httpx.AsyncClient(base_url=server.url) as http:
         r = await http.get("/calendar.ics")
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/calendar")
         found = {str(e["uid"]): e for e in events_of(r.content)}
-        assert set(found) == {"chat-tuechat@127.0.0.1", "chat-sydchat@127.0.0.1"}
+        assert set(found) == {
+            "chat-tuechat@127.0.0.1",
+            "chat-sydchat@127.0.0.1",
+            "chat-twochat@127.0.0.1",
+        }
+        # A chat following several tags names them all.
+        assert str(found["chat-twochat@127.0.0.1"]["summary"]).startswith("#twochat #TwoChat2026 —")
         tue = found["chat-tuechat@127.0.0.1"]
         start = tue.decoded("dtstart")
         assert start == datetime(2026, 10, 20, 19, 0, tzinfo=NEW_YORK)

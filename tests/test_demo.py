@@ -318,3 +318,17 @@ def test_created_at_defaults_to_now_utc(transcript: Transcript) -> None:
     post = DemoFollower(transcript, "t", FAST).build_post(0, 0)
     assert before <= post.created_at <= datetime.now(UTC)
     assert post.created_at.utcoffset().total_seconds() == 0
+
+
+def test_several_tags_take_turns_and_every_post_carries_one(transcript: Transcript) -> None:
+    """With several tags each post carries one of them, and every tag is used."""
+    tags = ["OneChat", "TwoChat"]
+    follower = DemoFollower(transcript, tags, speed=1000)
+    used = set()
+    for i in range(len(transcript.posts)):
+        post = follower.build_post(0, i)
+        content = post.text or html_to_text(sanitize_html(post.html or ""))
+        carried = [tag for tag in tags if contains_hashtag(content, tag)]
+        assert carried, f"post {i} carries none of {tags}"
+        used.update(carried)
+    assert used == set(tags)

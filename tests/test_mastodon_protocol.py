@@ -883,3 +883,84 @@ async def test_thread_context_failures_are_skipped(
         later = peer.publish("bob", "A1 tagged", tags=[TAG])
         await run.until(lambda: later["uri"] in run.uris, "a post after the failures")
         assert run.uris.count(reply["uri"]) == 1
+
+
+# --- several tags ------------------------------------------------------------------------
+
+
+async def test_several_tags_are_read_with_any_and_streamed_once(
+    peer: MastodonPeer, client: httpx.AsyncClient
+) -> None:
+    """Two tags: the timeline is read as `tag/first?any[]=second`, the stream subscribes to
+    both, and a status carrying both (two stream frames) is yielded once."""
+    token = peer.create_user_token("watcher")
+    first = peer.publish("bob", "A1 one", tags=[TAG])
+    second = peer.publish("bob", "A2 two", tags=["Second"])
+    both = peer.publish("bob", "A3 both", tags=[TAG, "Second"])
+    peer.publish("bob", "elsewhere", tags=["Third"])
+    follower = MastodonFollower(
+        MastodonApi(client, peer.url, token),
+        [TAG, "Second"],
+        backfill=20,
+        backoff_cap=0.2,
+        backoff_base=0.05,
+        open_timeout=2.0,
+        connect=DEV_WS_CONNECT,
+    )
+    async with running(follower) as run:
+        await run.until(lambda: "streaming" in run.ctx.states, "the stream")
+        assert run.uris == [first["uri"], second["uri"], both["uri"]]
+        query = peer.requests_to("/api/v1/timelines/tag/")[0]
+        assert query.path.endswith(f"/tag/{TAG}") and query.query["any[]"] == "Second"
+        rest_calls = len(peer.requests_to("/api/v1/timelines/tag/"))
+        live_both = peer.publish("carol", "A4 both", tags=["Second", TAG])
+        live_second = peer.publish("carol", "A5 second only", tags=["Second"])
+        await run.until(lambda: live_second["uri"] in run.uris, "the second tag's stream")
+        await asyncio.sleep(0.1)  # the duplicate frame of A4 has come and gone
+        assert run.uris[3:] == [live_both["uri"], live_second["uri"]]
+        assert len(peer.requests_to("/api/v1/timelines/tag/")) == rest_calls  # streamed
+
+
+async def test_a_first_tag_the_instance_never_saw_does_not_hide_the_others(
+    peer: MastodonPeer, client: httpx.AsyncClient
+) -> None:
+    """Mastodon answers 404 for an unknown path tag and ignores `any[]` then: the follower
+    puts another tag first and finds the posts."""
+    posts = [peer.publish("bob", f"A{i}", tags=[TAG]) for i in range(3)]
+    follower = MastodonFollower(
+        MastodonApi(client, peer.url),
+        ["BrandNew2026", TAG],
+        streaming=False,
+        poll_interval=0.05,
+        connect=DEV_WS_CONNECT,
+    )
+    async with running(follower) as run:
+        await run.until(lambda: len(run.posts) == 3, "the known tag's posts")
+        assert run.uris == [s["uri"] for s in posts]
+        later = peer.publish("bob", "new tag used", tags=["BrandNew2026"])
+        await run.until(lambda: later["uri"] in run.uris, "the new tag's first post")
+
+
+async def test_more_tags_than_one_request_takes_are_paged_without_gaps(
+    peer: MastodonPeer, client: httpx.AsyncClient
+) -> None:
+    """Five tags need two requests per page (4 per request); forward paging over both
+    yields every post once, in order, and the cursor ends at the newest."""
+    tags = ["t1", "t2", "t3", "t4", "t5"]
+    start = peer.publish("bob", "start", tags=["t5"])
+    follower_args: dict[str, Any] = {"streaming": False, "poll_interval": 0.05}
+    api = MastodonApi(client, peer.url)
+    async with running(MastodonFollower(api, tags, connect=DEV_WS_CONNECT, **follower_args)) as run:
+        await run.until(lambda: run.uris == [start["uri"]], "the backfill")
+        cursor = run.cursor
+    newer = [peer.publish("bob", f"B{i}", tags=[tags[0] if i % 3 else tags[4]]) for i in range(70)]
+    follower = MastodonFollower(api, tags, connect=DEV_WS_CONNECT, **follower_args)
+    async with running(follower, cursor) as run:
+        await run.until(lambda: len(run.posts) >= 70, "the newer posts")
+        await asyncio.sleep(0.15)  # a few polls more: nothing repeats
+        assert run.uris == [s["uri"] for s in newer]
+        assert json.loads(run.cursor or "{}") == {"min_id": newer[-1]["id"]}
+    asked = peer.requests_to("/api/v1/timelines/tag/")
+    # t1?any[]=t2…t4 (the record keeps the last any[]), then t5 alone.
+    assert any(r.path.endswith("/t1") and r.query.get("any[]") == "t4" for r in asked)
+    assert any(r.path.endswith("/t5") and "any[]" not in r.query for r in asked)

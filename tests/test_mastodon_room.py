@@ -613,3 +613,47 @@ async def test_an_unresolvable_reply_target_offers_posting_without_the_link(make
             assert r.json()["in_reply_to"] is None
         posted = b.statuses()
         assert len(posted) == 1 and posted[0]["in_reply_to_id"] is None
+
+
+async def test_a_two_tag_room_stores_a_status_with_both_tags_once_and_follows_an_added_tag_live(
+    make_server,
+):
+    """A room following two tags stores each status once (one with both tags arrives on
+    both streams), and a tag a moderator adds while it runs is followed at once."""
+    server = make_server(**ENV)
+    async with MastodonPeer(domain="a.example") as peer:
+        token = peer.create_user_token("reader", "read")
+        chat = await create_chat(
+            server.url,
+            hashtags=[TAG, "Second"],
+            sources=[{"network": "mastodon", "instance": peer.url, "access_token": token}],
+        )
+        slug = chat["slug"]
+        earlier = peer.publish("bob", "Q1 both, earlier", tags=[TAG, "Second"])
+        await streaming(peer)
+        live = await LiveClient.open(server.ws_url, slug)
+        await live.next()
+        both = peer.publish("carol", "A1 both", tags=["Second", TAG])
+        second = peer.publish("carol", "A1 second only", tags=["Second"])
+        await live.until(lambda f: f["type"] == "post" and f["post"]["remote_id"] == second["uri"])
+        stored = await posts_by_uri(server.url, slug)
+        assert {earlier["uri"], both["uri"], second["uri"]} <= set(stored)
+        assert post_uris(await events(server.url, slug)).count(both["uri"]) == 1
+
+        key = {"Authorization": f"Bearer {chat['moderator_key']}"}
+        async with httpx.AsyncClient(base_url=server.url, headers=key) as http:
+            r = await http.put(
+                f"/api/chats/{slug}/hashtags", json={"hashtags": [TAG, "Second", "Third"]}
+            )
+            assert r.status_code == 200, r.text
+        await live.until(lambda f: f["type"] == "hashtags")
+
+        async def resubscribed() -> bool:
+            return any("third" in s.tags for s in peer._streams)
+
+        await eventually(resubscribed, "the restarted follower's stream on #Third")
+        third = peer.publish("dan", "A2 third", tags=["Third"])
+        await live.until(lambda f: f["type"] == "post" and f["post"]["remote_id"] == third["uri"])
+        uris = post_uris(await events(server.url, slug))
+        assert len(uris) == len(set(uris)), "a status was stored or announced twice"
+        await live.close()

@@ -7,6 +7,7 @@ difference; docs/development.md explains how to regenerate the migration.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sqlite3
 import subprocess
@@ -133,6 +134,28 @@ def test_downgrade_base_removes_every_table(database_url: str) -> None:
             assert MigrationContext.configure(connection).get_current_revision() is None
     finally:
         engine.dispose()
+
+
+def test_existing_chats_follow_their_one_tag_after_0005(database_url: str) -> None:
+    """Chats made before several tags existed get `hashtags` = [their hashtag]."""
+    config = alembic_config(database_url)
+    command.upgrade(config, "0004_votes")
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "INSERT INTO chat (slug, hashtag, title, description, network, epoch, "
+                    "last_offset, moderator_key_hash, created_at) VALUES ('a', 'EdChat', 't', "
+                    "'', 'native', 'e', 0, 'h', CURRENT_TIMESTAMP)"
+                )
+            )
+        command.upgrade(config, "head")
+        with engine.connect() as connection:
+            raw = connection.execute(sa.text("SELECT hashtags FROM chat")).scalar_one()
+    finally:
+        engine.dispose()
+    assert (json.loads(raw) if isinstance(raw, str) else raw) == ["EdChat"]
 
 
 def test_alembic_command_reads_database_url_and_enables_wal(tmp_path: Path) -> None:

@@ -383,6 +383,7 @@ async def test_moderation_is_refused_to_everyone_else(server):
         ("GET", "actions", None),
         ("POST", "actions/1/undo", None),
         ("PUT", "schedule", None),
+        ("PUT", "hashtags", {"hashtags": ["a"]}),
     ]
     wrong = {"Authorization": f"Bearer {two['moderator_key']}"}
     async with httpx.AsyncClient(base_url=server.url) as http:

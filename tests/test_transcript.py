@@ -138,6 +138,7 @@ def test_json_lists_questions_with_answers() -> None:
     assert data["chat"] == {
         "slug": "plants",
         "hashtag": "plantchat",
+        "hashtags": ["plantchat"],
         "title": "Small-space <gardening>",
         "description": "Balconies & rooftops",
     }
@@ -260,3 +261,24 @@ def test_html_lists_questions_then_log() -> None:
     assert "2 answers" in q1
     assert len(re.findall(r'<article class="post" id="post-\d+">', log)) == 9
     assert 'href="https://garden.example/@x/3"' in page
+
+
+def test_every_format_names_every_tag_of_a_several_tag_chat() -> None:
+    """A chat following several tags shows them all in Markdown, JSON and HTML, reply tag
+    first."""
+    t = build(
+        slug="plants",
+        hashtag="plantchat",
+        hashtags=["plantchat", "Balcony_2026"],
+        title="Plants",
+        posts=[*chat_posts(), tp(20, "A1 both #Balcony_2026 #PLANTCHAT", minute=20)],
+    )
+    assert "\\#plantchat \\#Balcony\\_2026" in to_markdown(t)
+    chat = json.loads(to_json(t))["chat"]
+    assert chat["hashtag"] == "plantchat" and chat["hashtags"] == ["plantchat", "Balcony_2026"]
+    page = to_html(t, "")
+    assert '<p class="tag">#plantchat #Balcony_2026</p>' in page
+    rows = list(csv.DictReader(io.StringIO(to_csv(t), newline="")))
+    carried = {row["id"]: row["hashtags"] for row in rows}
+    assert carried["20"] == "#plantchat #Balcony_2026" and carried["1"] == ""
+    assert "<title>#plantchat #Balcony_2026 — Plants</title>" in page

@@ -62,7 +62,7 @@ def follower(api: x.XApi, **kw: Any) -> x.XFollower:
     )
     return x.XFollower(
         api,
-        TAG,
+        kw.pop("tags", TAG),
         budget,
         session=lambda: "s1",
         rule_tag=x.rule_tag("chat-1"),
@@ -465,3 +465,32 @@ def test_weighted_length_is_linear_on_hostile_text():
     # Five times the text may take about five times as long, not 125 times (cubic).
     assert t_big < max(12 * t_small, 0.05), (t_small, t_big)
     assert t_big < 2.0
+
+
+async def test_several_tags_are_one_or_query_and_a_post_with_both_arrives_once():
+    """Two tags search and stream as `(#A OR #B) -is:retweet`: posts with either tag arrive,
+    a post carrying both arrives once, other tags stay out."""
+    async with XPeer(keepalive=0.1) as peer, httpx.AsyncClient() as http:
+        old_a = peer.publish("bob", f"Q1 #{TAG}")
+        old_b = peer.publish("bob", "A1 #Second")
+        peer.publish("bob", "A1 #Elsewhere")
+        f = follower(x.XApi(http, peer.url, peer.app_bearer), tags=[TAG, "Second"])
+        query = f"(#{TAG} OR #Second) -is:retweet"
+        assert f.query == query == x.build_query([TAG, "Second"])
+        assert x.build_query(TAG) == f"#{TAG} -is:retweet"
+        it = f.follow(None, Ctx())
+        got = await take(it, 2)
+        assert sorted(c.post.remote_id for c in got) == sorted([old_a["id"], old_b["id"]])
+        search = peer.requests_to("/2/tweets/search/recent")[0]
+        assert search.query["query"] == query
+        live = asyncio.ensure_future(take(it, 2))
+        deadline = time.monotonic() + 5
+        while peer.stream_count == 0:
+            assert time.monotonic() < deadline, "no stream opened"
+            await asyncio.sleep(0.02)
+        assert [r.value for r in peer.rules.values()] == [query]
+        both = peer.publish("carol", f"A2 #Second #{TAG}")
+        only_b = peer.publish("carol", "A3 #second")
+        got = await live
+        assert [c.post.remote_id for c in got] == [both["id"], only_b["id"]]
+        await it.aclose()

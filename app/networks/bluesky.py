@@ -50,7 +50,7 @@ import random
 import re
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -106,7 +106,7 @@ from app.networks.base import (
 )
 from app.outbound import describe_failure
 from app.qa import question_number
-from app.text import contains_hashtag, count_graphemes, tag_key
+from app.text import contains_any_hashtag, count_graphemes, tag_key
 
 __all__ = [
     "DEFAULT_APPVIEW_PROXY",
@@ -225,14 +225,14 @@ def check_post_text(text: str) -> None:
         raise RemoteRejected(f"Bluesky posts are limited to {MAX_BYTES} bytes of text")
 
 
-def matches_tag(record: Any, tag: str) -> bool:
-    """True when a post record carries ``tag`` (case-insensitive, '#' optional): a ``#tag``
-    facet, an entry of its ``tags`` field, or ``#tag`` written as a whole tag in its text
-    (``#tagger`` does not carry ``tag``)."""
+def matches_tag(record: Any, tag: str | Iterable[str]) -> bool:
+    """True when a post record carries ``tag`` — or any of several (case-insensitive, '#'
+    optional): a ``#tag`` facet, an entry of its ``tags`` field, or ``#tag`` written as a
+    whole tag in its text (``#tagger`` does not carry ``tag``)."""
     if not isinstance(record, dict):
         return False
-    key = tag_key(tag)
-    if not key:
+    keys = {tag_key(t) for t in ([tag] if isinstance(tag, str) else tag)} - {""}
+    if not keys:
         return False
     facets = record.get("facets")
     for facet in facets if isinstance(facets, list) else []:
@@ -242,15 +242,15 @@ def matches_tag(record: Any, tag: str) -> bool:
                 isinstance(feature, dict)
                 and feature.get("$type") == FACET_TAG
                 and isinstance(feature.get("tag"), str)
-                and tag_key(feature["tag"]) == key
+                and tag_key(feature["tag"]) in keys
             ):
                 return True
     tags = record.get("tags")
     for extra in tags if isinstance(tags, list) else []:
-        if isinstance(extra, str) and tag_key(extra) == key:
+        if isinstance(extra, str) and tag_key(extra) in keys:
             return True
     text = record.get("text")
-    return isinstance(text, str) and contains_hashtag(text, key)
+    return isinstance(text, str) and contains_any_hashtag(text, keys)
 
 
 def post_uri(did: str, rkey: str) -> str:
@@ -584,7 +584,7 @@ def read_thread(
     answer: Any,
     uri: str,
     *,
-    skip_tag: str | None = None,
+    skip_tag: str | Sequence[str] | None = None,
     depth: int = THREAD_DEPTH,
     limit: int = THREAD_POSTS_LIMIT,
 ) -> list[RemotePost] | None:
@@ -760,7 +760,7 @@ class _LiveFollower:
         self,
         http: httpx.AsyncClient,
         url: str,
-        tag: str,
+        tag: str | Sequence[str],
         resolver: IdentityResolver,
         *,
         account: AccountClient | None = None,
@@ -778,7 +778,8 @@ class _LiveFollower:
         context_window: float = 2 * 3600.0,
         connect: Callable[..., Any],
     ):
-        """Follow ``tag`` (with or without '#') on the stream at ``url``.
+        """Follow ``tag`` (with or without '#'), or every one of a list of tags (a post
+        carrying any of them), on the stream at ``url``.
 
         ``resolver`` names authors (looked up in the background, see the module docstring).
         ``account`` (a signed-in :class:`AccountClient`) enables history search, at most
@@ -800,9 +801,10 @@ class _LiveFollower:
         self.http = http
         self.connect = connect  # websockets' connect signature; the app passes a guarded one
         self.url = _ws_url(url)
-        self.tag = tag.strip().lstrip("#")
-        if not tag_key(self.tag):
+        self.tags = [t.strip().lstrip("#") for t in ([tag] if isinstance(tag, str) else tag)]
+        if not self.tags or not all(tag_key(t) for t in self.tags):
             raise ValueError("a Bluesky follower needs a hashtag")
+        self.tag = self.tags[0]  # for logs
         self.resolver = resolver
         self.account = account
         self.search_service = search_service
@@ -962,7 +964,7 @@ class _LiveFollower:
         if not isinstance(record, dict):
             raise _Malformed(f"{action} of {uri} without a record")
         threaded = uri in self._threaded
-        if not matches_tag(record, self.tag) and not (threaded and action == "update"):
+        if not matches_tag(record, self.tags) and not (threaded and action == "update"):
             if action == "update" and uri in self._seen:
                 del self._seen[uri]  # edited to drop the tag: it leaves the room
                 return Delete(remote_id=uri)
@@ -1104,7 +1106,7 @@ class _LiveFollower:
                     self._context_due = max(self._context_due, time.monotonic() + exc.retry_after)
                 log.warning("thread of %s (#%s) not fetched: %s", uri, self.tag, exc)
                 break
-            replies = read_thread(answer, uri, skip_tag=self.tag)
+            replies = read_thread(answer, uri, skip_tag=self.tags)
             if replies is None:
                 log.info("thread of %s (#%s) is gone; no longer watched", uri, self.tag)
                 self._questions.pop(uri, None)
@@ -1125,24 +1127,29 @@ class _LiveFollower:
             return
         ctx.report("loading history")
         found: dict[str, RemotePost] = {}
-        cursor = None
+        tag = self.tag
         try:
-            while len(found) < self.backfill_limit:
-                page = await search_posts(
-                    self.account,
-                    self.tag,
-                    since=since,
-                    cursor=cursor,
-                    limit=min(100, self.backfill_limit - len(found)),
-                    service=self.search_service,
-                )
-                for post in page.posts:
-                    found.setdefault(post.remote_id, post)
-                if not page.posts or not page.cursor or page.cursor == cursor:
-                    break
-                cursor = page.cursor
+            # One search per tag (searchPosts takes a single query); a post carrying two of
+            # them is found twice and kept once, by its uri.
+            for tag in self.tags:
+                cursor, taken = None, 0
+                while taken < self.backfill_limit:
+                    page = await search_posts(
+                        self.account,
+                        tag,
+                        since=since,
+                        cursor=cursor,
+                        limit=min(100, self.backfill_limit - taken),
+                        service=self.search_service,
+                    )
+                    taken += len(page.posts)
+                    for post in page.posts:
+                        found.setdefault(post.remote_id, post)
+                    if not page.posts or not page.cursor or page.cursor == cursor:
+                        break
+                    cursor = page.cursor
         except (NetworkError, ValueError) as exc:
-            log.warning("history search for #%s failed: %s", self.tag, exc)
+            log.warning("history search for #%s failed: %s", tag, exc)
             ctx.report("streaming", f"history search failed: {exc}")
             if not found:
                 return

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -181,6 +181,8 @@ def _now() -> datetime:
 
 class DemoFollower:
     """Replays a transcript as a live hashtag stream, ``speed`` posts per second on average.
+    With several tags, original post ``i`` carries tag ``i mod n``: the room shows posts
+    arriving under each of its tags.
 
     Implements the Follower protocol: one batch per post, each with the cursor of the post
     after it, so a restart resumes with no gap and no duplicate.
@@ -189,14 +191,17 @@ class DemoFollower:
     def __init__(
         self,
         transcript: Transcript,
-        hashtag: str,
+        hashtag: str | Sequence[str],
         speed: float,
         clock: Callable[[], datetime] = _now,
     ):
         if speed <= 0:
             raise ValueError("demo speed must be positive (posts per second)")
         self.transcript = transcript
-        self.hashtag = hashtag
+        self.hashtags = [hashtag] if isinstance(hashtag, str) else list(hashtag)
+        if not self.hashtags:
+            raise ValueError("the demo needs a hashtag")
+        self.hashtag = self.hashtags[0]
         self.speed = speed
         self.clock = clock
 
@@ -236,8 +241,8 @@ class DemoFollower:
             local_id=self._remote_id(loop, index),
             author=_author(author),
             created_at=self.clock(),
-            text=self._fill(original.text) if original.text is not None else "",
-            html=self._fill(original.html) if original.html is not None else None,
+            text=self._fill(original.text, original_index) if original.text is not None else "",
+            html=self._fill(original.html, original_index) if original.html is not None else None,
             language="en",
             extra={"is_host": True} if author.is_host else {},
         )
@@ -257,8 +262,8 @@ class DemoFollower:
             index = parent
         return index
 
-    def _fill(self, content: str) -> str:
-        return content.replace(PLACEHOLDER, self.hashtag)
+    def _fill(self, content: str, index: int) -> str:
+        return content.replace(PLACEHOLDER, self.hashtags[index % len(self.hashtags)])
 
     @staticmethod
     def _remote_id(loop: int, index: int) -> str:

@@ -30,7 +30,7 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -71,6 +71,9 @@ PAGE_LIMIT = 40  # the most a tag timeline page may hold
 # Every Mastodon-API server honours pages of 20 (the documented default); some cap `limit`
 # there, so a page of 20 or more may not be the last one even when we asked for 40.
 SAFE_PAGE = 20
+# Mastodon's tag timeline reads at most 4 tags per request (TagFeed::LIMIT_PER_MODE: the
+# path's tag and `any[]` together); a chat with more is read in several requests.
+TAGS_PER_REQUEST = 4
 # read:accounts for verify_credentials, read:search for resolving a status to reply to it
 # (both are checked by Mastodon's controllers), read/write:statuses for following and posting.
 DEFAULT_SCOPES = "read:statuses read:accounts read:search write:statuses"
@@ -581,16 +584,39 @@ class MastodonApi:
         without gaps); ``since_id``: newer, but the newest page. An unknown tag (404) is an
         empty page. Non-object entries are dropped.
         """
+        page = await self.tags_page(
+            [tag], min_id=min_id, max_id=max_id, since_id=since_id, limit=limit
+        )
+        return page or []
+
+    async def tags_page(
+        self,
+        tags: Sequence[str],
+        *,
+        min_id: str | None = None,
+        max_id: str | None = None,
+        since_id: str | None = None,
+        limit: int = PAGE_LIMIT,
+    ) -> list[dict[str, Any]] | None:
+        """One page of statuses carrying any of ``tags`` (at most :data:`TAGS_PER_REQUEST`):
+        ``GET /api/v1/timelines/tag/:first?any[]=second&any[]=…``, newest first, paged as
+        :meth:`tag_page`. None when the server does not know the first tag (404): Mastodon
+        then ignores ``any[]`` as well, so the caller should put another tag first.
+        """
+        if not 1 <= len(tags) <= TAGS_PER_REQUEST:
+            raise ValueError(f"a tag timeline request takes 1 to {TAGS_PER_REQUEST} tags")
         params: dict[str, Any] = {"limit": max(1, min(limit, PAGE_LIMIT))}
         for key, value in (("min_id", min_id), ("max_id", max_id), ("since_id", since_id)):
             if value is not None:
                 params[key] = value
-        path = "/api/v1/timelines/tag/" + quote(tag.lstrip("#"), safe="")
+        if len(tags) > 1:
+            params["any[]"] = [tag.lstrip("#") for tag in tags[1:]]
+        path = "/api/v1/timelines/tag/" + quote(tags[0].lstrip("#"), safe="")
         try:
             response = await self._request("GET", path, params=params)
         except NetworkError as exc:
             if exc.status == 404 and not isinstance(exc, AuthError):
-                return []
+                return None
             raise
         body = self._json(response)
         if not isinstance(body, list):
@@ -866,6 +892,12 @@ def reply_text(text: str, mention_acct: str | None) -> str:
 # --- following ---------------------------------------------------------------------------
 
 
+def _id_order(status_id: str) -> tuple[int, str]:
+    """Sort key of a status id. Ids are opaque strings, but Mastodon's are decimal numbers
+    without leading zeros, for which (length, text) is numeric order."""
+    return (len(status_id), status_id)
+
+
 def backoff_delay(attempt: int, base: float, cap: float) -> float:
     """Capped exponential backoff with jitter: attempt 1 → base/2..base, doubling to cap."""
     ceiling = min(cap, base * 2 ** max(0, attempt - 1))
@@ -877,7 +909,13 @@ class _StreamUnavailable(Exception):
 
 
 class MastodonFollower:
-    """Follows ``#tag`` on one instance; implements :class:`~app.networks.base.Follower`.
+    """Follows ``#tag`` — or several tags, a post carrying any of them — on one instance;
+    implements :class:`~app.networks.base.Follower`.
+
+    Several tags are read with ``any[]`` on the first tag's timeline, up to
+    :data:`TAGS_PER_REQUEST` per request (more tags: several requests, merged without gaps),
+    and streamed by subscribing the one websocket to each tag's ``hashtag`` stream; a post
+    carrying two of them arrives once per stream and is yielded once.
 
     Cursor: an opaque JSON string ``{"min_id": "<newest timeline id seen>"}`` (ids are the
     instance's; a cursor is only valid for the instance that made it).
@@ -913,7 +951,7 @@ class MastodonFollower:
     def __init__(
         self,
         api: MastodonApi,
-        tag: str,
+        tag: str | Sequence[str],
         *,
         backfill: int = 40,
         poll_interval: float = 30.0,
@@ -934,7 +972,15 @@ class MastodonFollower:
         self.api = api
         self.connect = connect  # websockets' connect signature; the app passes a guarded one
         self._configured_api = api  # a run may drop a refused token; the next run retries it
-        self.tag = tag.strip().lstrip("#")
+        self.tags = [t.strip().lstrip("#") for t in ([tag] if isinstance(tag, str) else tag)]
+        if not self.tags:
+            raise ValueError("a Mastodon follower needs a hashtag")
+        self.tag = self.tags[0]  # for logs
+        # The tags in groups of one request each; a group's first tag goes in the path and
+        # moves to the back when the instance does not know it (see _group_page).
+        self._groups = [
+            self.tags[i : i + TAGS_PER_REQUEST] for i in range(0, len(self.tags), TAGS_PER_REQUEST)
+        ]
         self.backfill = max(0, backfill)
         self.poll_interval = poll_interval
         self.streaming = streaming
@@ -1026,14 +1072,12 @@ class MastodonFollower:
         wanted = max(1, self.backfill)  # with 0 we still need the newest id for the cursor
         while len(statuses) < wanted:
             limit = min(PAGE_LIMIT, wanted - len(statuses))
-            page = await self._rest(
-                lambda api, m=max_id, n=limit: api.tag_page(self.tag, max_id=m, limit=n)
-            )
+            page, more = await self._page(max_id=max_id, limit=limit)
             if not page:
                 break
             statuses.extend(page)
             max_id = _str(page[-1].get("id"))
-            if max_id is None or len(page) < min(limit, SAFE_PAGE):
+            if max_id is None or not more:
                 break
         if not statuses:
             return None
@@ -1046,13 +1090,8 @@ class MastodonFollower:
     async def _catch_up(self) -> AsyncIterator[Batch]:
         """Page forward from the cursor until a short page; one batch per non-empty page."""
         while True:
-            if self._min_id is None:
-                # Nothing seen yet (the tag was empty): the newest page is the start.
-                page = await self._rest(lambda api: api.tag_page(self.tag, limit=PAGE_LIMIT))
-            else:
-                page = await self._rest(
-                    lambda api, m=self._min_id: api.tag_page(self.tag, min_id=m, limit=PAGE_LIMIT)
-                )
+            # Nothing seen yet (the tags were empty): the newest page is the start.
+            page, more = await self._page(min_id=self._min_id, limit=PAGE_LIMIT)
             if not page:
                 return
             newest = _str(page[0].get("id"))
@@ -1060,8 +1099,58 @@ class MastodonFollower:
                 self._min_id = newest
             changes = self._upserts(reversed(page))
             yield Batch(changes=changes, cursor=self._cursor())
-            if newest is None or len(page) < SAFE_PAGE:
+            if newest is None or not more:
                 return
+
+    async def _page(
+        self, *, min_id: str | None = None, max_id: str | None = None, limit: int = PAGE_LIMIT
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """One page of statuses carrying any of the tags, newest first, and whether more may
+        follow in that direction (a full page).
+
+        With several request groups each is asked the same question and the answers are
+        merged by id. A full group page covers only part of the range, so the merge keeps
+        what every group has covered — up to the nearest edge of a full page — and the next
+        call continues from there: no post is skipped, none is yielded twice.
+        """
+        pages: list[tuple[list[dict[str, Any]], bool]] = []
+        for n in range(len(self._groups)):
+            page = await self._group_page(n, min_id=min_id, max_id=max_id, limit=limit)
+            pages.append((page, len(page) >= min(limit, SAFE_PAGE)))
+        if len(pages) == 1:
+            return pages[0]
+        merged: dict[str, dict[str, Any]] = {}
+        for page, _full in pages:
+            for status in page:
+                if (sid := _str(status.get("id"))) is not None:
+                    merged.setdefault(sid, status)
+        ids = sorted(merged, key=_id_order, reverse=True)
+        full = [page for page, is_full in pages if is_full and page]
+        if full and min_id is not None:  # forward: up to the lowest newest id of a full page
+            edge = min(_id_order(_str(p[0].get("id")) or "") for p in full)
+            ids = [i for i in ids if _id_order(i) <= edge]
+        elif full:  # newest or backward: down to the highest oldest id of a full page
+            edge = max(_id_order(_str(p[-1].get("id")) or "") for p in full)
+            ids = [i for i in ids if _id_order(i) >= edge]
+        return [merged[i] for i in ids], bool(full)
+
+    async def _group_page(
+        self, n: int, *, min_id: str | None, max_id: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Group ``n``'s page. An instance that does not know the tag in the path (404) also
+        ignores the others, so each is tried first in turn; the order that worked is kept."""
+        group = self._groups[n]
+        for _ in range(len(group)):
+            page = await self._rest(
+                lambda api, g=tuple(group): api.tags_page(
+                    g, min_id=min_id, max_id=max_id, limit=limit
+                )
+            )
+            if page is not None:
+                self._groups[n] = group
+                return page
+            group = group[1:] + group[:1]
+        return []
 
     def _upserts(self, statuses: Any) -> list[Change]:
         changes: list[Change] = []
@@ -1171,7 +1260,7 @@ class MastodonFollower:
         path = urlsplit(base).path
         if not path.endswith(STREAMING_PATH):
             base = base.rstrip("/") + STREAMING_PATH
-        query = {"stream": "hashtag", "tag": self.tag}
+        query = {"stream": "hashtag", "tag": self.tags[0]}
         if self.api.token:
             # Some Mastodon-API servers read only the query parameter; Mastodon reads both.
             query["access_token"] = self.api.token
@@ -1192,6 +1281,12 @@ class MastodonFollower:
                     max_size=4 * 1024 * 1024,
                 ) as ws:
                     failures = 0
+                    # The first tag's stream comes with the URL; the others are subscribed on
+                    # the same connection (Mastodon multiplexes streams over one socket).
+                    for tag in self.tags[1:]:
+                        await ws.send(
+                            json.dumps({"type": "subscribe", "stream": "hashtag", "tag": tag})
+                        )
                     # Connected first, so nothing published from now on is missed: fill the gap.
                     async for batch in self._catch_up():
                         yield batch

@@ -37,7 +37,7 @@ import random
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -530,9 +530,12 @@ def map_page(body: dict[str, Any]) -> list[RemotePost]:
     return [p for t in items if isinstance(t, dict) and (p := map_tweet(t, inc)) is not None]
 
 
-def build_query(hashtag: str, *, reposts: bool = False) -> str:
-    """The search / rule query for a chat: its hashtag, reposts left out unless wanted."""
-    return f"#{hashtag}" + ("" if reposts else " -is:retweet")
+def build_query(hashtags: str | Sequence[str], *, reposts: bool = False) -> str:
+    """The search / rule query for a chat: any of its hashtags (``(#a OR #b)``), reposts
+    left out unless wanted."""
+    tags = [hashtags] if isinstance(hashtags, str) else list(hashtags)
+    terms = " OR ".join(f"#{tag}" for tag in tags)
+    return (f"({terms})" if len(tags) > 1 else terms) + ("" if reposts else " -is:retweet")
 
 
 def rule_tag(key: str) -> str:
@@ -945,7 +948,8 @@ def _delay(attempt: int, base: float, cap: float) -> float:
 
 
 class XFollower:
-    """Follows a hashtag on X within a read budget (implements ``Follower``).
+    """Follows a chat's hashtags on X (any of them: one ``(#a OR #b)`` query) within a read
+    budget (implements ``Follower``).
 
     1. Backfill (no cursor): the latest ``backfill`` posts by recent search, within budget.
     2. Live: the filtered stream when ``stream`` is on and the credentials allow it — one
@@ -963,7 +967,7 @@ class XFollower:
     def __init__(
         self,
         api: XApi,
-        hashtag: str,
+        hashtag: str | Sequence[str],
         budget: ReadBudget,
         *,
         session: Callable[[], str],
@@ -982,8 +986,9 @@ class XFollower:
         pause_check: float = 60.0,
     ) -> None:
         self.api = api
-        self.hashtag = hashtag
-        self.query = build_query(hashtag, reposts=reposts)
+        self.hashtags = [hashtag] if isinstance(hashtag, str) else list(hashtag)
+        self.hashtag = self.hashtags[0]
+        self.query = build_query(self.hashtags, reposts=reposts)
         self.budget = budget
         self.session = session
         self.rule_tag = rule_tag

@@ -6,7 +6,7 @@ import json
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from .. import text
 from ..deps import INT64_MAX, CsrfDep, IngestDep, RoomsDep, RowId, SettingsDep
@@ -29,8 +29,31 @@ class SourceIn(BaseModel):
     network: str = Field(max_length=20)
 
 
+# The schema's bound on a hashtag list; HASHROOM_MAX_HASHTAGS_PER_CHAT (at most this) is
+# checked on create and on edit.
+HASHTAGS_BOUND = 10
+
+
+def _tags(values: list[str]) -> list[str]:
+    return text.normalize_hashtags(values, HASHTAGS_BOUND)
+
+
 class ChatIn(BaseModel):
-    hashtag: str = Field(min_length=1, max_length=101, examples=["EdChat"])
+    hashtag: str | None = Field(
+        None,
+        min_length=1,
+        max_length=101,
+        examples=["EdChat"],
+        description="The reply tag. Optional with `hashtags`; if both are given, "
+        "it must be the first of `hashtags`.",
+    )
+    hashtags: list[str] | None = Field(
+        None,
+        min_length=1,
+        max_length=HASHTAGS_BOUND,
+        examples=[["EdChat", "EdChat2026"]],
+        description="Every tag the chat follows, in order; the first is the reply tag.",
+    )
     title: str = Field(min_length=1, max_length=200)
     description: str = Field("", max_length=2000)
     network: str = Field("native", max_length=20)
@@ -40,8 +63,37 @@ class ChatIn(BaseModel):
 
     @field_validator("hashtag")
     @classmethod
-    def _tag(cls, v: str) -> str:
-        return text.normalize_hashtag(v)
+    def _tag(cls, v: str | None) -> str | None:
+        return None if v is None else text.normalize_hashtag(v)
+
+    @field_validator("hashtags")
+    @classmethod
+    def _tag_list(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else _tags(v)
+
+    @model_validator(mode="after")
+    def _one_reply_tag(self) -> ChatIn:
+        if self.hashtags is None:
+            if self.hashtag is None:
+                raise ValueError("hashtag: give `hashtag` or `hashtags`")
+            self.hashtags = [self.hashtag]
+        elif self.hashtag is None:
+            self.hashtag = self.hashtags[0]
+        elif text.tag_key(self.hashtag) != text.tag_key(self.hashtags[0]):
+            raise ValueError(
+                f"hashtags: the first tag (#{self.hashtags[0]}) is the reply tag and must be "
+                f"`hashtag` (#{self.hashtag}), or leave `hashtag` out"
+            )
+        return self
+
+    @property
+    def tags(self) -> list[str]:
+        """Every tag, reply tag first (set by the validators)."""
+        return self.hashtags or [self.hashtag or ""]
+
+    @property
+    def reply_tag(self) -> str:
+        return self.tags[0]
 
     @field_validator("title")
     @classmethod
@@ -101,6 +153,12 @@ async def create_chat_from(
     specs: list[SourceSpec] = []
     network = body.network
     builders = request.app.state.source_builders
+    if len(body.tags) > settings.max_hashtags_per_chat:
+        raise HTTPException(
+            422,
+            f"hashtags: {len(body.tags)} given; a chat follows at most "
+            f"{settings.max_hashtags_per_chat}",
+        )
     if body.sources and len(body.sources) > settings.max_sources_per_chat:
         raise HTTPException(
             422,
@@ -113,7 +171,7 @@ async def create_chat_from(
             if builder is None:
                 raise HTTPException(422, f"sources: network {src.network!r} is not supported here")
             try:
-                specs.append(await builder(src.model_dump(), body.hashtag))
+                specs.append(await builder(src.model_dump(), body.reply_tag))
             except ValueError as exc:
                 raise HTTPException(422, f"sources: {exc}") from exc
         network = specs[0].network if network == "native" and specs else network
@@ -126,7 +184,7 @@ async def create_chat_from(
                 + ", ".join(sorted(CREATABLE_NETWORKS | set(builders))),
             )
         try:
-            specs.append(await builder({"network": network}, body.hashtag))
+            specs.append(await builder({"network": network}, body.reply_tag))
         except ValueError as exc:
             raise HTTPException(422, f"network: {exc}") from exc
     schedule = None
@@ -134,7 +192,8 @@ async def create_chat_from(
         schedule = await request.app.state.validate_schedule(body.schedule)
     try:
         chat, key, sources = await rooms.create_chat(
-            hashtag=body.hashtag,
+            hashtag=body.reply_tag,
+            hashtags=body.tags,
             title=body.title,
             description=body.description,
             network=network,

@@ -93,6 +93,7 @@ def _entry(chat: dict[str, Any]) -> ChatCalendarEntry:
     return ChatCalendarEntry(
         slug=chat["slug"],
         hashtag=chat["hashtag"],
+        hashtags=tuple(chat.get("hashtags") or ()),
         title=chat["title"],
         description=chat["description"],
         url=f"c/{chat['slug']}",
@@ -126,4 +127,5 @@ async def chat_ics(slug: str, request: Request, rooms: RoomsDep, settings: Setti
         raise HTTPException(404, str(exc)) from exc
     # A chat without a schedule gets an empty but valid calendar: a subscription made while
     # it had one keeps working.
-    return _ics([_entry(chat)], request, settings, f"#{chat['hashtag']} — {chat['title']}")
+    entry = _entry(chat)
+    return _ics([entry], request, settings, f"{entry.tag_line} — {chat['title']}")

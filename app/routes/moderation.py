@@ -8,10 +8,11 @@ from collections.abc import Awaitable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from starlette.requests import HTTPConnection
 
-from ..deps import ModeratorDep, RowId
+from .. import text
+from ..deps import ModeratorDep, RowId, SettingsDep
 from ..moderation import MAX_PEOPLE, Conflict, Moderation, Person, actor_label
 from ..moderation import normalize_handle as _handle
 from ..moderation import normalize_network as _network
@@ -91,6 +92,17 @@ class PeopleIn(BaseModel):
     people: list[PersonIn] = Field(max_length=MAX_PEOPLE)
 
 
+class HashtagsIn(BaseModel):
+    hashtags: list[str] = Field(max_length=10, examples=[["EdChat", "EdChat2026"]])
+
+    @field_validator("hashtags")
+    @classmethod
+    def _tags(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("a chat follows at least one hashtag: the last cannot be removed")
+        return text.normalize_hashtags(v, 10)
+
+
 class BlockIn(BaseModel):
     network: str = Field("*", max_length=20, description='A network name, or "*" for any.')
     handle: str = Field(max_length=300)
@@ -99,6 +111,33 @@ class BlockIn(BaseModel):
 class RuleIn(BaseModel):
     kind: str = Field(max_length=20, description="keyword or link")
     pattern: str = Field(max_length=300, examples=["casino", "spam.example"])
+
+
+# -- hashtags --------------------------------------------------------------------------------
+
+
+@router.put(
+    "/hashtags",
+    summary="Replace the hashtags followed (moderators)",
+    description="The full list, in order; the first is the reply tag (what posts made "
+    "through Hashroom carry). At least one tag, at most `HASHROOM_MAX_HASHTAGS_PER_CHAT`, "
+    "no tag twice (compared case-insensitively). The chat's followers restart on the new "
+    "list; readers get a `hashtags` frame and a notice.",
+)
+async def replace_hashtags(
+    slug: str,
+    body: HashtagsIn,
+    moderation: ModerationDep,
+    settings: SettingsDep,
+    actor: ActorDep,
+) -> dict[str, Any]:
+    if len(body.hashtags) > settings.max_hashtags_per_chat:
+        raise HTTPException(
+            422,
+            f"hashtags: {len(body.hashtags)} given; a chat follows at most "
+            f"{settings.max_hashtags_per_chat}",
+        )
+    return await checked(moderation.set_hashtags(slug, body.hashtags, actor))
 
 
 # -- hosts and guests ------------------------------------------------------------------------

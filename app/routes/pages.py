@@ -8,6 +8,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import ValidationError
 
+from .. import text
 from ..deps import IngestDep, RoomsDep, SettingsDep
 from ..grants import (
     grant_host,
@@ -16,7 +17,7 @@ from ..grants import (
     read_host_link,
 )
 from ..limits import CHATS, enforce
-from ..rooms import NotFound
+from ..rooms import NotFound, chat_hashtags
 from ..security import csrf_ok, csrf_token, key_matches
 from .accounts import session_accounts
 from .api import ChatIn, create_chat_from
@@ -100,8 +101,11 @@ async def create_chat_form(
     status, headers = 422, {}
     try:
         await enforce(request, CHATS)
+        # One field takes every tag, separated by spaces or commas; the first is the reply tag.
+        tags = text.split_hashtags(str(form.get("hashtag", "")))
         body = ChatIn(
-            hashtag=str(form.get("hashtag", "")),
+            hashtag=None if tags else "",
+            hashtags=tags or None,
             title=str(form.get("title", "")),
             description=str(form.get("description", "")),
             sources=sources_from_form(form) or None,
@@ -166,6 +170,7 @@ async def chat_page(
             "chat": {
                 "slug": chat.slug,
                 "hashtag": chat.hashtag,
+                "hashtags": chat_hashtags(chat),
                 "title": chat.title,
                 "description": chat.description,
                 "network": chat.network,

@@ -25,7 +25,7 @@ from .. import qa, transcript, votes
 from ..deps import RoomsDep, SettingsDep
 from ..models import Chat, Pin, Post
 from ..present import post_json
-from ..rooms import NotFound, Rooms
+from ..rooms import NotFound, Rooms, chat_hashtags
 from ..schedule import sessions
 from ..scheduler import schedule_of
 from ..templating import STATIC_DIR
@@ -342,6 +342,7 @@ async def build_transcript(
     built = transcript.build(
         slug=chat.slug,
         hashtag=chat.hashtag,
+        hashtags=chat_hashtags(chat),
         title=chat.title,
         description=chat.description,
         posts=posts,

@@ -3,6 +3,7 @@ posts flowing under it, live over the same websocket as the chat page."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -11,7 +12,7 @@ from fastapi.responses import HTMLResponse
 from .. import votes
 from ..deps import RoomsDep
 from ..present import post_json
-from ..rooms import NotFound
+from ..rooms import NotFound, chat_hashtags
 
 router = APIRouter(include_in_schema=False)
 
@@ -21,21 +22,20 @@ WALL_POSTS = 8
 MAX_TOP = 5
 
 
-def wall_text(post: dict[str, Any], hashtag: str) -> str:
-    """What the wall shows of a post: its text without the chat's trailing hashtag (every
-    post has it; on a projector it is noise), or only its content warning."""
+def wall_text(post: dict[str, Any], hashtags: str | Sequence[str]) -> str:
+    """What the wall shows of a post: its text without a trailing hashtag of the chat's
+    (every post has one; on a projector it is noise), or only its content warning."""
     if post.get("spoiler_text"):
         return f"Content warning: {post['spoiler_text']}"
     text = post.get("text") or ""
     # String operations, not a regex: "\s*#tag\s*$" retried its leading "\s*" at every
     # blank of a long run of spaces (quadratic; a 100 KB post stalled the page for seconds).
     body = text.rstrip()
-    suffix = f"#{hashtag}"
-    if body[-len(suffix) :].casefold() == suffix.casefold():
-        body = body[: -len(suffix)]
-    else:
-        body = text
-    return body.strip() or text
+    for tag in [hashtags] if isinstance(hashtags, str) else hashtags:
+        suffix = f"#{tag}"
+        if body[-len(suffix) :].casefold() == suffix.casefold():
+            return body[: -len(suffix)].strip() or text
+    return text.strip() or text
 
 
 def current_question(pins: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -59,6 +59,7 @@ async def wall(
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from exc
     question = current_question(snap.pins)
+    tags = chat_hashtags(chat)
     ranked = []
     if top:
         chat_id = chat.id
@@ -68,22 +69,22 @@ async def wall(
         "wall.html",
         {
             "chat": chat,
+            "hashtags": tags,
             "offset": snap.offset,
             "epoch": snap.epoch,
             "posts": [
-                {"post": item["post"], "text": wall_text(item["post"], chat.hashtag)}
-                for item in snap.posts
+                {"post": item["post"], "text": wall_text(item["post"], tags)} for item in snap.posts
             ],
             # The wall falls back to an earlier pinned question when the current one goes.
             "pins": [
                 {"is_question": p["pin"]["is_question"], "post": p["post"]} for p in snap.pins
             ],
             "question": question,
-            "question_text": wall_text(question, chat.hashtag) if question else "",
+            "question_text": wall_text(question, tags) if question else "",
             "wall_posts": WALL_POSTS,
             "top": top,
             "top_questions": [
-                {"post": post_json(p), "votes": n, "text": wall_text(post_json(p), chat.hashtag)}
+                {"post": post_json(p), "votes": n, "text": wall_text(post_json(p), tags)}
                 for p, n in ranked
             ],
         },

@@ -71,7 +71,7 @@ from ..networks.base import (
 from ..networks.shared_stream import SharedStreams
 from ..outbound import OutboundPolicy, WsConnect, check_url, describe_failure
 from ..publishing import Connected, Published, Target
-from ..rooms import Rooms, SourceSpec
+from ..rooms import Rooms, SourceSpec, chat_hashtags
 from ..security import Vault
 from ..text import append_hashtag
 
@@ -620,7 +620,7 @@ def install(app: FastAPI, settings: Settings) -> None:
         inner = kind(
             app.state.http,
             str(config.get("url") or settings.bluesky_jetstream_url),
-            chat.hashtag,
+            chat_hashtags(chat),
             state["resolver"],
             account=account,
             search_service=config.get("search_service"),

@@ -58,7 +58,7 @@ from ..networks.mastodon import (
 )
 from ..outbound import OutboundPolicy, check_url
 from ..publishing import Connected, Published, Target
-from ..rooms import Rooms, SourceSpec
+from ..rooms import Rooms, SourceSpec, chat_hashtags
 from ..security import Vault
 from ..text import append_hashtag
 
@@ -351,7 +351,7 @@ def install(app: FastAPI, settings: Settings) -> None:
         api = MastodonApi(app.state.http, str(source.config.get("instance", "")), token)
         inner = MastodonFollower(
             api,
-            chat.hashtag,
+            chat_hashtags(chat),
             backfill=settings.mastodon_backfill,
             poll_interval=settings.mastodon_poll_interval,
             context_interval=settings.mastodon_context_interval,

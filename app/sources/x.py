@@ -38,7 +38,7 @@ from ..networks import x
 from ..networks.base import AuthError, Author, LengthRule, NetworkError, RemotePost
 from ..outbound import OutboundPolicy, check_url
 from ..publishing import Connected, Published, Target
-from ..rooms import Rooms, SourceSpec
+from ..rooms import Rooms, SourceSpec, chat_hashtags
 from ..schedule import sessions
 from ..scheduler import schedule_of
 from ..security import Vault
@@ -347,7 +347,7 @@ def install(app: FastAPI, settings: Settings) -> None:
         )
         return x.XFollower(
             api,
-            chat.hashtag,
+            chat_hashtags(chat),
             budget,
             session=lambda: session_key(chat, settings),
             rule_tag=x.rule_tag(source_key(source)),

@@ -29,7 +29,8 @@ markScripted();
 
 const body = document.body;
 const slug = body.dataset.slug;
-const hashtag = body.dataset.hashtag;
+// The reply tag: what the composer adds. A moderator may change it (a `hashtags` frame).
+let hashtag = body.dataset.hashtag;
 const apiBase = `/api/chats/${encodeURIComponent(slug)}`;
 let limit = Number(body.dataset.limit) || 500;
 
@@ -45,7 +46,7 @@ const notices = $("notices");
 const connState = $("conn-state");
 const newPosts = $("new-posts");
 const newPostsLabel = $("new-posts-label");
-const pageTitle = document.title;
+let pageTitle = document.title; // "#tags · title · Hashroom"; the unread count goes first
 
 // ---------------------------------------------------------------------------------------
 // Rendering helpers
@@ -138,6 +139,7 @@ function applySnapshot(frame, known) {
   const reset = Boolean(frame.reset);
   const epoch = String(frame.epoch ?? "");
   if (frame.chat && Number(frame.chat.limit)) limit = Number(frame.chat.limit);
+  if (frame.chat && Array.isArray(frame.chat.hashtags)) applyHashtags(frame.chat);
   const unchanged = !reset && epoch === known.epoch && frame.offset === known.offset;
   if (!unchanged) {
     column.reset(frame.posts || []);
@@ -179,6 +181,9 @@ function applyFrame(frame) {
       break;
     case "people":
       applyPeople(frame.people);
+      break;
+    case "hashtags":
+      applyHashtags(frame);
       break;
     default:
       break;
@@ -459,6 +464,35 @@ function personKeys(list) {
 function listed(keys, handle, network) {
   const h = normHandle(handle);
   return Boolean(keys && h && (keys.has(`*:${h}`) || keys.has(`${network}:${h}`)));
+}
+
+/** Shows the tags the room follows ({hashtag, hashtags}) in the header, the title and the
+ * composer's hints; the composer adds the (maybe new) reply tag from now on. */
+function applyHashtags({ hashtag: replyTag, hashtags }) {
+  const tags = (Array.isArray(hashtags) ? hashtags : [replyTag]).filter((t) => typeof t === "string" && t);
+  if (!tags.length) return;
+  const box = $("room-tags");
+  if (box) {
+    const spans = tags.map((tag) => el("span", { className: "room-tag", text: `#${tag}` }));
+    box.replaceChildren(...spans.flatMap((span, i) => (i ? [" ", span] : [span])));
+  }
+  const modInput = $("mod-tags-input");
+  if (modInput && document.activeElement !== modInput) modInput.value = tags.join(" ");
+  const modCount = $("mod-tags-count");
+  if (modCount) modCount.textContent = String(tags.length);
+  const previous = hashtag;
+  hashtag = replyTag || tags[0];
+  body.dataset.hashtag = hashtag;
+  const titled = pageTitle.replace(/^#.*? · /, `#${tags.join(" #")} · `);
+  document.title = document.title.replace(pageTitle, titled);
+  pageTitle = titled;
+  feed.setAttribute("aria-label", `Posts tagged #${tags.join(" or #")}, newest first`);
+  if (previous === hashtag) return;
+  const hint = $("composer-hint");
+  if (hint) hint.textContent = hint.textContent.replace(`#${previous}`, `#${hashtag}`);
+  const heading = $("composer-heading");
+  if (heading) heading.textContent = `Post to #${hashtag}`;
+  $("post-text")?.dispatchEvent(new Event("input"));
 }
 
 function applyPeople(list) {

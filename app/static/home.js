@@ -77,7 +77,8 @@ function showErrors(status, data) {
   const { message, fields } = readError(status, data);
   let first = null;
   const loose = [];
-  for (const [name, text] of Object.entries(fields)) {
+  for (const [key, text] of Object.entries(fields)) {
+    const name = key === "hashtags" ? "hashtag" : key; // the one field takes every tag
     if (!FIELDS.includes(name)) {
       loose.push(text);
       continue;
@@ -106,7 +107,7 @@ function addToList(chat) {
         { className: "chat-link", href: `/c/${encodeURIComponent(chat.slug)}` },
         el("span", { className: "chat-title", text: chat.title || chat.hashtag }),
         " ",
-        el("span", { className: "chat-tag", text: `#${chat.hashtag}` }),
+        el("span", { className: "chat-tag", text: `#${(chat.hashtags || [chat.hashtag]).join(" #")}` }),
       ),
       chat.description ? el("p", { className: "chat-desc", text: chat.description }) : null,
       el("p", { className: "chat-stats", text: "New room" }),
@@ -139,13 +140,13 @@ form.addEventListener("submit", async (event) => {
   clearErrors();
   const value = (name) => form.elements[name].value.trim();
   const payload = {
-    hashtag: value("hashtag").replace(/^#/, ""),
+    hashtag: value("hashtag"),
     title: value("title"),
     description: value("description"),
   };
   if (!payload.hashtag || !payload.title) {
     const fields = {};
-    if (!payload.hashtag) fields.hashtag = "Enter the hashtag, without spaces.";
+    if (!payload.hashtag) fields.hashtag = "Enter a hashtag (several: separate them with spaces or commas).";
     if (!payload.title) fields.title = "Give the room a title.";
     showErrors(422, { detail: Object.entries(fields).map(([k, msg]) => ({ loc: ["body", k], msg })) });
     return;
@@ -158,7 +159,7 @@ form.addEventListener("submit", async (event) => {
   const response = await apiFrom(submit, "POST", "/chats", data);
   submit.textContent = "Start the chat";
   if (response.ok && response.data && response.data.slug) {
-    addToList(response.data.chat || { ...payload, slug: response.data.slug });
+    addToList(response.data.chat || { ...payload, hashtags: payload.hashtag.split(/[\s,;]+/), slug: response.data.slug });
     showCreated(response.data);
     form.reset();
     return;

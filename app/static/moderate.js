@@ -258,6 +258,36 @@ addBlock.done = (data, result) => {
 const addRule = (data) => ["POST", `${base}/rules`, { kind: data.kind, pattern: String(data.pattern).trim() }];
 addRule.done = (data, result) => (result.changed ? `Added the ${result.rule.kind} rule “${result.rule.pattern}”.` : "That rule already exists.");
 
+// The tags form sends the whole list; the room (this page too) hears of it as a live frame.
+const tagsForm = $("mod-tags-form");
+tagsForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const input = $("mod-tags-input");
+  const error = $("mod-tags-error");
+  const hashtags = input.value.split(/[\s,;]+/).filter(Boolean);
+  if (!hashtags.length) {
+    error.textContent = "A chat follows at least one hashtag.";
+    input.setAttribute("aria-invalid", "true");
+    input.focus();
+    return;
+  }
+  const response = await apiFrom(tagsForm.querySelector("button[type=submit]"), "PUT", `${base}/hashtags`, { hashtags });
+  if (!response) return;
+  if (!response.ok) {
+    error.textContent = errorText(response.status, response.data);
+    input.setAttribute("aria-invalid", "true");
+    input.focus();
+    return;
+  }
+  error.textContent = "";
+  input.removeAttribute("aria-invalid");
+  const tags = response.data.hashtags;
+  input.value = tags.join(" ");
+  setCount("mod-tags-count", tags.length);
+  await load();
+  say(response.data.changed ? `Now following #${tags.join(", #")}.` : "The hashtags are unchanged.");
+});
+
 formHandler("mod-people-form", "mod-people-error", addPerson);
 formHandler("mod-block-form", "mod-block-error", addBlock);
 formHandler("mod-rule-form", "mod-rule-error", addRule);

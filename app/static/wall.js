@@ -11,7 +11,7 @@ markScripted();
 
 const body = document.body;
 const slug = body.dataset.slug;
-const hashtag = body.dataset.hashtag || "";
+const escapeTag = (tag) => tag.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 const MAX_POSTS = Number(body.dataset.max) || 8;
 const $ = (id) => document.getElementById(id);
 const feed = $("wall-feed");
@@ -19,7 +19,12 @@ const empty = $("wall-empty");
 const questionBox = $("wall-question");
 const conn = $("wall-conn");
 
-const trailingTag = new RegExp(`\\s*#${hashtag.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}\\s*$`, "i");
+// A trailing tag of the room is noise on a projector: every post carries one.
+let trailingTag = tagPattern((body.dataset.hashtags || body.dataset.hashtag || "").split(" "));
+
+function tagPattern(tags) {
+  return new RegExp(`\\s*#(?:${tags.filter(Boolean).map(escapeTag).join("|")})\\s*$`, "i");
+}
 
 /** What the wall shows of a post (the server's wall_text, for live posts). */
 function wallText(post) {
@@ -214,6 +219,12 @@ function applyFrame(frame) {
       break;
     case "unpin":
       dropPin(frame.post_id ?? (frame.pin && frame.pin.post_id));
+      break;
+    case "hashtags":
+      if (Array.isArray(frame.hashtags) && frame.hashtags.length) {
+        $("wall-tags").textContent = `#${frame.hashtags.join(" #")}`;
+        trailingTag = tagPattern(frame.hashtags);
+      }
       break;
     default:
       break; // notices, people: nothing to show on a wall

@@ -10,7 +10,8 @@ What it speaks (as docs.joinmastodon.org describes it):
 
 - ``GET /api/v2/instance`` (``configuration.urls.streaming`` points at this server as
   ``ws://``), ``GET /api/v1/instance``;
-- ``GET /api/v1/timelines/tag/:tag`` — newest first, ``max_id``/``since_id``/``min_id``,
+- ``GET /api/v1/timelines/tag/:tag`` — newest first, ``any[]`` (up to 4 tags with the
+  path's), ``max_id``/``since_id``/``min_id``,
   ``limit`` (default 20, max 40), ``local``/``remote``/``only_media``; ``Link`` header
   (next/prev) only on non-empty pages; unknown tag → 404; string snowflake-like ids;
 - ``GET /api/v1/streaming`` websocket (``stream=hashtag&tag=``, subscribe/unsubscribe
@@ -827,10 +828,11 @@ class MastodonPeer:
         names = {t["name"].lower() for t in status["tags"]}
         payload = status["id"] if event == "delete" else json.dumps(status)
         for stream in list(self._streams):
-            for tag in stream.tags & names:
+            # One frame per subscribed stream the status is in: a status carrying two
+            # followed tags reaches a multiplexed connection twice, as on Mastodon.
+            for tag in sorted(stream.tags & names):
                 frame = {"stream": ["hashtag", tag], "event": event, "payload": payload}
                 stream.queue.put_nowait(json.dumps(frame))
-                break
 
     def _close_stream(self, stream: _Stream, code: int, reason: str) -> None:
         self._streams.discard(stream)
@@ -1005,7 +1007,11 @@ class MastodonPeer:
 
         max_id, min_id, since_id = bound("max_id"), bound("min_id"), bound("since_id")
         truthy = ("true", "1")
-        items = [s for s in self._statuses.values() if self._in_tag(s, tag)]
+        # TagFeed: the path's tag and `any[]` together, at most 4 (LIMIT_PER_MODE); names
+        # the server never saw match nothing. An unknown path tag was a 404 above: `any[]`
+        # is not consulted then.
+        wanted = list(dict.fromkeys([tag, *(t.lower() for t in params.getlist("any[]"))]))[:4]
+        items = [s for s in self._statuses.values() if any(self._in_tag(s, t) for t in wanted)]
         if params.get("local") in truthy:
             items = [s for s in items if "@" not in s["account"]["acct"]]
         if params.get("remote") in truthy:

@@ -323,22 +323,28 @@ class XPeer:
         return ents
 
     def _matches(self, tweet: dict[str, Any], query: str) -> bool:
-        terms = query.split()
+        """X's operators as far as a hashtag chat uses them: terms ANDed by spaces, a
+        parenthesised group of ``OR``-ed terms, ``#tag``, ``-is:retweet``, plain words."""
         tags = {h["tag"].casefold() for h in (tweet.get("entities") or {}).get("hashtags", [])}
         note = tweet.get("note_tweet")
         if note:
             tags |= {h["tag"].casefold() for h in (note.get("entities") or {}).get("hashtags", [])}
         is_rt = any(r["type"] == "retweeted" for r in tweet.get("referenced_tweets", []))
-        for term in terms:
+
+        def term_holds(term: str) -> bool:
             if term == "-is:retweet":
-                if is_rt:
-                    return False
-            elif term.startswith("#"):
-                if term[1:].casefold() not in tags:
-                    return False
-            elif term.casefold() not in tweet["text"].casefold():
+                return not is_rt
+            if term.startswith("#"):
+                return term[1:].casefold() in tags
+            return term.casefold() in tweet["text"].casefold()
+
+        groups = re.findall(r"\(([^()]*)\)", query)
+        rest = re.sub(r"\([^()]*\)", " ", query)
+        for group in groups:
+            alternatives = [t.strip() for t in re.split(r"\s+OR\s+", group.strip())]
+            if not any(term_holds(t) for t in alternatives if t):
                 return False
-        return True
+        return all(term_holds(term) for term in rest.split())
 
     def _render(self, tweets: list[dict[str, Any]], request: Request) -> dict[str, Any]:
         q = request.query_params
