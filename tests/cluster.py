@@ -243,3 +243,66 @@ def needs_postgres() -> None:
         _admin_connect(pg_base_url()).close()
     except Exception as exc:
         need_tool(False, f"PostgreSQL at {pg_base_url()} (set TEST_DATABASE_URL): {exc}")
+
+
+NGINX_CONF = Path(__file__).resolve().parent.parent / "deploy" / "nginx.conf"
+
+
+class Nginx:
+    """Real nginx running deploy/nginx.conf, with its upstreams pointed at local processes
+    and its port at a free one (the only edits: the file is the one compose mounts)."""
+
+    def __init__(self, upstreams: list[str], tmp_path: Path) -> None:
+        self.port = free_port()
+        self.dir = tmp_path / "nginx"
+        self.dir.mkdir()
+        conf = NGINX_CONF.read_text()
+        servers = [line for line in conf.splitlines() if line.strip().startswith("server web")]
+        assert len(servers) == len(upstreams), "deploy/nginx.conf names another number of webs"
+        for line, upstream in zip(servers, upstreams, strict=True):
+            conf = conf.replace(line, line.replace(line.split()[1], upstream))
+        conf = conf.replace("listen 80;", f"listen 127.0.0.1:{self.port};")
+        self.conf = self.dir / "nginx.conf"
+        self.conf.write_text(conf)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def _command(self, *extra: str, directives: str = "") -> list[str]:
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        need_tool(Path(binary).exists(), "nginx (apt-get install nginx-light)")
+        # Runtime files in the test's folder; the configuration itself stays untouched.
+        directives = f"pid {self.dir}/nginx.pid; {directives}"
+        return [binary, "-p", f"{self.dir}/", "-c", str(self.conf), "-g", directives, *extra]
+
+    def check(self) -> subprocess.CompletedProcess[str]:
+        """``nginx -t``: the configuration parses and its upstreams resolve."""
+        return subprocess.run(self._command("-t"), capture_output=True, text=True, timeout=20)
+
+    def start(self, timeout: float = 10.0) -> Nginx:
+        log = open(self.dir / "nginx.log", "ab")  # noqa: SIM115 - owned by the child process
+        self.proc = subprocess.Popen(
+            self._command("-e", str(self.dir / "error.log"), directives="daemon off;"),
+            stdout=log,
+            stderr=log,
+        )
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            time.sleep(0.05)
+        raise RuntimeError(f"nginx did not serve /healthz:\n{(self.dir / 'nginx.log').read_text()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)

@@ -12,6 +12,7 @@ import pytest
 
 from tests.cluster import (
     Follower,
+    Nginx,
     RedisServer,
     Tally,
     loop_time,
@@ -23,7 +24,7 @@ from tests.cluster import (
 from tests.factories import create_chat
 from tests.server import OPERATOR_HEADERS, ServerProcess
 
-pytestmark = [pytest.mark.db, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
 
 
 @pytest.fixture
@@ -313,3 +314,33 @@ async def test_post_quota_is_shared_by_the_processes(pg_url, redis_server, tmp_p
     finally:
         for server in (a, b):
             server.stop()
+
+
+async def test_nginx_config_spreads_websockets_over_both_processes(cluster, tmp_path):
+    """deploy/nginx.conf passes `nginx -t`; behind real nginx, live websockets upgrade, land
+    on both processes (least_conn) and all get a post made through nginx."""
+    a, b = cluster
+    nginx = Nginx([f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"], tmp_path)
+    checked = nginx.check()
+    assert checked.returncode == 0, checked.stderr
+    assert "syntax is ok" in checked.stderr
+    nginx.start()
+    try:
+        chat = await create_chat(nginx.url)
+        slug, epoch = chat["slug"], chat["chat"]["epoch"]
+        followers = [Follower([nginx.ws_url], slug, epoch).start() for _ in range(4)]
+        for f in followers:
+            await asyncio.wait_for(f.connected.wait(), 10)
+        counts = []
+        async with httpx.AsyncClient() as http:
+            for server in (a, b):
+                counts.append((await http.get(f"{server.url}/healthz")).json()["clients"])
+        assert counts == [2, 2], f"least_conn should split 4 websockets 2/2, got {counts}"
+        await post_many(nginx.url, slug, 5, "through-nginx")
+        for f in followers:
+            await f.wait_for(5)
+        for f in followers:
+            await f.stop()
+        check(followers, 5, "through nginx")
+    finally:
+        nginx.stop()

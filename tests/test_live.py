@@ -13,7 +13,7 @@ from app.networks.demo import load_transcript
 from tests.factories import LiveClient, create_chat, eventually, post
 from tests.server import OPERATOR_HEADERS
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.db, pytest.mark.timeout(60)]
 
 
 async def test_two_clients_receive_a_post_made_through_the_api(server):
