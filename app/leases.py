@@ -89,6 +89,18 @@ class Leases:
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(self._release, name)
 
+    async def until_lost(self, name: str) -> None:
+        """Return once lease ``name`` (held) is lost: taken away at a heartbeat, or simply
+        not renewed in time — also when the heartbeat itself has stopped."""
+        want = self._wants[name]
+        while not want.lost.is_set():
+            remaining = want.valid_until - time.monotonic()
+            if remaining <= 0:
+                self._lose(name, want, "not renewed in time")
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(want.lost.wait(), remaining)
+
     def held(self) -> list[str]:
         return sorted(n for n, w in self._wants.items() if w.held.is_set())
 
@@ -244,7 +256,7 @@ async def run_while_holding(
         async with leases.holding(name) as lost:
             on_hold()
             run = asyncio.ensure_future(job())
-            lost_wait = asyncio.ensure_future(lost.wait())
+            lost_wait = asyncio.ensure_future(leases.until_lost(name))
             try:
                 await asyncio.wait({run, lost_wait}, return_when=asyncio.FIRST_COMPLETED)
             finally:

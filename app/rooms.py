@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
@@ -264,11 +264,19 @@ class Rooms:
     @staticmethod
     def chat_by_slug(session: Session, slug: str) -> Chat:
         """The chat named ``slug``. In a write transaction its row is locked until commit
-        (PostgreSQL): writes to one chat from several processes then run one after the
-        other, so a check-then-insert (a pin, a vote) sees the other's committed row."""
+        (PostgreSQL; SQLite takes its database write lock): writes to one chat from several
+        processes then run one after the other, so a check-then-insert (a pin, a vote) sees
+        the other's committed row."""
         query = select(Chat).where(Chat.slug == slug)
         if session.info.get(WRITING):
-            query = query.with_for_update()
+            if session.get_bind().dialect.name == "sqlite":
+                # SQLite has no row locks and starts a transaction's write lock at its first
+                # write: take it now, before the checks (a no-op UPDATE does).
+                session.execute(
+                    update(Chat).where(Chat.slug == slug).values(last_offset=Chat.last_offset)
+                )
+            else:
+                query = query.with_for_update()
         chat = session.exec(query).scalars().first()  # type: ignore[call-overload]
         if chat is None:
             raise NotFound(f"no chat with slug {slug!r}")

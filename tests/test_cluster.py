@@ -116,6 +116,24 @@ async def test_clients_of_both_processes_get_every_post_once_in_order(cluster):
         state = await fanout_state(server)
         assert state == {"mode": "redis", "connected": True}
 
+    # A block made through A applies to B's very next post: B dropped its cached blocks on
+    # A's message instead of keeping them for app.rooms.CONFIG_TTL.
+    async with httpx.AsyncClient(timeout=10) as http:
+        before = await http.post(
+            f"{b.url}/api/chats/{slug}/posts", json={"text": "first", "author": "Troll"}
+        )
+        assert before.status_code == 201 and before.json()["hidden"] is False
+        blocked = await http.put(
+            f"{a.url}/api/chats/{slug}/blocks",
+            json={"network": "native", "handle": before.json()["author"]["handle"]},
+            headers={"Authorization": f"Bearer {chat['moderator_key']}"},
+        )
+        assert blocked.status_code == 200, blocked.text
+        after = await http.post(
+            f"{b.url}/api/chats/{slug}/posts", json={"text": "again", "author": "Troll"}
+        )
+        assert after.status_code == 201 and after.json()["hidden"] is True
+
 
 async def test_redis_stopped_and_restarted_empty_loses_nothing(cluster, redis_server):
     """With Redis gone the processes read the log (clients keep receiving), and they return
