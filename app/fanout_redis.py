@@ -117,6 +117,8 @@ class RedisFanout:
         self._feeds: dict[int, _Feed] = {}
         self._pubsub: Any = None
         self._unconfirmed: dict[str, int] = {}  # SUBSCRIBEs sent but not yet confirmed
+        self._subscribed: set[str] = set()  # channels SUBSCRIBEd on the current connection
+        self._unsubscribed = False  # a chat gained viewers while no connection was up
         self._mode_changed = asyncio.Event()
         self._fills = 0
         self.counters = {"from_redis": 0, "from_log": 0, "duplicates": 0, "reconnects": 0}
@@ -139,6 +141,9 @@ class RedisFanout:
             "mode": "redis",
             "connected": self.up,
             "chats_watched": len(self._feeds),
+            "chats_subscribed": sum(
+                1 for n in self._subscribed if n not in self._unconfirmed and self.up
+            ),
             **self.counters,
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
@@ -152,11 +157,13 @@ class RedisFanout:
         and knows its head, so every frame past what the client then reads from the log
         reaches the hub; the last client to leave unsubscribes."""
         feed = self._feeds.get(chat_id)
+        created = feed is None
         if feed is None:
             feed = self._feeds[chat_id] = _Feed(chat_id)
-            await self._subscribe(feed)
         feed.viewers += 1
         try:
+            if created:
+                await self._subscribe(feed)
             await self._until_ready(feed)
             yield
         finally:
@@ -279,10 +286,13 @@ class RedisFanout:
             feed.filling = False
 
     async def _until_ready(self, feed: _Feed) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
+        started = time.monotonic()
+        deadline = started + READY_TIMEOUT
         while not feed.ready.is_set():
-            if not self.up or self._pubsub is None:
-                self._kick(feed, to_head=True)  # no subscription to wait for: read the log
+            if not self.up or self._pubsub is None or time.monotonic() - started > 2.0:
+                # No subscription to wait for (or its answer is late): read the log now;
+                # the subscription, when it comes, catches up, and the sweep covers the rest.
+                self._kick(feed, to_head=True)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise RuntimeError(f"chat {feed.chat_id}: event log unreachable")
@@ -294,9 +304,12 @@ class RedisFanout:
     async def _subscribe(self, feed: _Feed) -> None:
         pubsub = self._pubsub
         if pubsub is None or not self.up:
-            return  # _until_ready reads the log; the next connection subscribes
+            # _until_ready reads the log; the subscriber loop subscribes once connected.
+            self._unsubscribed = True
+            return
         name = channel(feed.chat_id)
         self._unconfirmed[name] = self._unconfirmed.get(name, 0) + 1
+        self._subscribed.add(name)
         try:
             await pubsub.subscribe(name)
         except Exception as exc:
@@ -306,6 +319,7 @@ class RedisFanout:
         pubsub = self._pubsub
         if pubsub is None:
             return
+        self._subscribed.discard(channel(chat_id))
         try:
             await pubsub.unsubscribe(channel(chat_id))
         except Exception as exc:
@@ -339,12 +353,22 @@ class RedisFanout:
             names = [channel(chat_id) for chat_id in self._feeds]
             for name in names:
                 self._unconfirmed[name] = 1
+            self._subscribed = set(names)
             self._pubsub = pubsub
             await pubsub.subscribe(CONFIG_CHANNEL, *names)
             while True:
                 message = await pubsub.get_message(timeout=READ_TIMEOUT)
                 if message is not None:
                     self._handle(message)
+                if self._unsubscribed and self.up:
+                    # Chats that gained viewers while this connection was being set up.
+                    self._unsubscribed = False
+                    missing = {channel(c) for c in self._feeds} - self._subscribed
+                    for name in missing:
+                        self._unconfirmed[name] = self._unconfirmed.get(name, 0) + 1
+                    self._subscribed |= missing
+                    if missing:
+                        await pubsub.subscribe(*missing)
         finally:
             self._pubsub = None
             with contextlib.suppress(Exception):

@@ -119,3 +119,32 @@ async def test_bridge_delivers_the_log_in_order_whatever_redis_does(room: Room) 
             await room.publish(f9)
             await room.until([3, 4, 5, 6, 7, 8, 9], "after Redis came back")
         assert room.fanout.status()["chats_watched"] == 0  # the last viewer unsubscribed
+
+
+async def test_a_chat_first_viewed_while_redis_is_down_is_subscribed_once_it_is_back(
+    room: Room,
+) -> None:
+    """A viewer arriving during an outage is served from the log at once; when Redis returns
+    the chat is subscribed, so the next published frame arrives without waiting for a sweep."""
+
+    async def send(text: str) -> None:
+        room.sent.append(int(text.split('"offset":')[1].split(",")[0]))
+
+    room.redis.stop()
+    while room.fanout.up:
+        await asyncio.sleep(0.02)
+    room.commit(1)
+    sub = Subscriber(room.chat_id, send, limit=64, on_drop=lambda s: None)
+    with room.hub.subscribe(sub):
+        async with room.fanout.watching(room.chat_id):  # ready from the log, Redis or not
+            sub.last_offset = 1
+            assert await sub.go_live()
+            room.redis.start()
+            for _ in range(300):
+                if room.fanout.status()["chats_subscribed"] == 1:
+                    break
+                await asyncio.sleep(0.02)
+            assert room.fanout.status()["chats_subscribed"] == 1, room.fanout.status()
+            (f2,) = room.commit(1)
+            await room.publish(f2)
+            await room.until([2], "published frame after the outage", timeout=1.5)
