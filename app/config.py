@@ -365,7 +365,10 @@ class Settings(BaseSettings):
         "over a dead holder's sources within about this plus one heartbeat.",
     )
     lease_heartbeat: float = Field(
-        3.0, gt=0, description="How often (s) a process renews its leases and tries free ones."
+        3.0,
+        gt=0,
+        description="How often (s) a process renews its leases and tries free ones (under half "
+        "of HASHROOM_LEASE_TTL).",
     )
 
     @property
