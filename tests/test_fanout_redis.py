@@ -69,7 +69,11 @@ class Room:
 @pytest.fixture
 async def room(db_url: str, tmp_path: Path) -> AsyncIterator[Room]:
     redis = RedisServer(tmp_path / "redis.log").start()
-    room = Room(db_url, redis)
+    try:
+        room = Room(db_url, redis)
+    except BaseException:
+        redis.stop()
+        raise
     room.fanout.start()
     try:
         while not room.fanout.up:
