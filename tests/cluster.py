@@ -98,6 +98,7 @@ class RedisServer:
                 if redis.Redis(port=self.port, socket_timeout=0.5).ping():
                     return self
             time.sleep(0.05)
+        self.stop()
         raise RuntimeError("redis-server did not answer")
 
     def stop(self) -> None:
@@ -122,13 +123,18 @@ def cluster_env(redis_url: str, name: str, **extra: str) -> dict[str, str]:
 def start_cluster(
     db_url: str, redis: RedisServer, tmp_path: Path, n: int = 2, **extra: str
 ) -> list[ServerProcess]:
-    servers = []
-    for i in range(n):
-        name = "ab"[i] if n <= 2 else f"p{i}"
-        server = ServerProcess(
-            db_url, tmp_path / f"server-{name}.log", **cluster_env(redis.url, name, **extra)
-        )
-        servers.append(server.start(timeout=30))
+    servers: list[ServerProcess] = []
+    try:
+        for i in range(n):
+            name = "ab"[i] if n <= 2 else f"p{i}"
+            server = ServerProcess(
+                db_url, tmp_path / f"server-{name}.log", **cluster_env(redis.url, name, **extra)
+            )
+            servers.append(server.start(timeout=30))
+    except BaseException:
+        for server in servers:  # the ones that did start
+            server.stop()
+        raise
     return servers
 
 
