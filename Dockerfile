@@ -1,6 +1,7 @@
 # Hashroom in one container, in production mode: migrations run at start, then the app
 # serves on 0.0.0.0:8000 (it refuses to start without HASHROOM_SECRET_KEY).
-# The SQLite database lives on the /data volume (see docker-compose.yml).
+# The SQLite database lives on the /data volume (see docker-compose.single.yml); the
+# cluster in docker-compose.yml points DATABASE_URL at PostgreSQL instead.
 FROM python:3.12-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

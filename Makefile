@@ -6,10 +6,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Touched after a successful install: make reinstalls only when pyproject.toml is newer.
 INSTALLED := $(VENV)/.installed
+# The PostgreSQL server `make test-pg` uses; each test creates and drops its own database.
+TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 BLUESKY_PEER_INSTALL := tests/peers/bluesky/install.sh
 
 .DEFAULT_GOAL := help
-.PHONY: help install migrate run test lint format bench mutants clean distclean
+.PHONY: help install migrate run test test-pg lint format bench bench-cluster mutants clean distclean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,7 +34,7 @@ migrate: $(INSTALLED) ## Bring the database (DATABASE_URL) up to the latest sche
 run: migrate ## Migrate, then serve on HOST:PORT (default http://127.0.0.1:8000)
 	$(BIN)/python -m app
 
-test: $(INSTALLED) ## Run the whole test suite
+test: $(INSTALLED) ## Run the whole test suite (SQLite, then the PostgreSQL pass)
 	@if [ ! -f $(BLUESKY_PEER_INSTALL) ]; then \
 		:; \
 	elif command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
@@ -40,7 +42,11 @@ test: $(INSTALLED) ## Run the whole test suite
 	else \
 		echo "Node.js 20 and npm not found: the Bluesky reference PDS tests will skip"; \
 	fi
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not cluster"
+	@$(MAKE) --no-print-directory test-pg
+
+test-pg: $(INSTALLED) ## PostgreSQL pass: cluster tests and `db` tests on TEST_DATABASE_URL
+	TEST_DATABASE_URL='$(TEST_DATABASE_URL)' $(BIN)/pytest -q -m "db or cluster"
 
 lint: $(INSTALLED) ## ruff check + ruff format --check
 	$(BIN)/ruff check .
@@ -52,6 +58,9 @@ format: $(INSTALLED) ## Fix what ruff can fix and format the code
 
 bench: $(INSTALLED) ## Run the fan-out benchmark
 	$(BIN)/python bench/fanout.py
+
+bench-cluster: $(INSTALLED) ## Cross-process delivery latency and CPU (PostgreSQL + redis-server)
+	$(BIN)/python bench/cluster.py
 
 # Mutation testing (mutmut 2): each module is mutated one change at a time, and the tests
 # that own it must fail. It runs on a copy of the committed tree (REV, default HEAD) under

@@ -355,6 +355,61 @@ class Settings(BaseSettings):
             raise ValueError("give a service DID and id, e.g. did:web:api.bsky.app#bsky_appview")
         return value
 
+    # --- Several web processes (docs/scale-out.md) ---
+    redis_url: str = Field(
+        "",
+        description="Redis URL (redis://host:6379/0). Set it when several web processes share "
+        "one PostgreSQL database: posts reach clients of every process, rate limits are "
+        "shared, and each source is followed by one process at a time. Empty: one process.",
+    )
+    redis_poll_interval: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="While Redis is unreachable, how often (s) each process reads the event "
+        "log of chats it has viewers of (it returns to Redis by itself).",
+    )
+    redis_sweep_interval: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="While Redis is reachable, how often (s) each process checks its viewed "
+        "chats' event logs for a message Redis never delivered (a safety net; cheap).",
+    )
+    process_id: str = Field(
+        "",
+        description="This process's name in leases and on /healthz (default hostname:pid).",
+    )
+    leases: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Follow each source (and send session reminders) only while holding its "
+        "lease in the database, so one process of a cluster does it. `auto`: on when "
+        "HASHROOM_REDIS_URL is set; off (this process always holds) otherwise.",
+    )
+    lease_ttl: float = Field(
+        10.0,
+        gt=0,
+        description="How long (s) a lease lasts without a heartbeat; another process takes "
+        "over a dead holder's sources within about this plus one heartbeat.",
+    )
+    lease_heartbeat: float = Field(
+        3.0,
+        gt=0,
+        description="How often (s) a process renews its leases and tries free ones (under half "
+        "of HASHROOM_LEASE_TTL).",
+    )
+
+    @property
+    def uses_leases(self) -> bool:
+        return self.leases == "on" or (self.leases == "auto" and bool(self.redis_url))
+
+    @property
+    def process_name(self) -> str:
+        import os
+        import socket
+
+        return self.process_id or f"{socket.gethostname()}:{os.getpid()}"
+
     @field_validator("trusted_proxies")
     @classmethod
     def _proxies_are_addresses(cls, value: list[str]) -> list[str]:
@@ -378,6 +433,11 @@ class Settings(BaseSettings):
                 f"HOST={self.host} would serve the network with the built-in development "
                 "secret: set HASHROOM_SECRET_KEY to a random string (and HASHROOM_ENV="
                 "production), or serve 127.0.0.1"
+            )
+        if self.lease_heartbeat >= self.lease_ttl / 2:
+            raise ValueError(
+                "HASHROOM_LEASE_HEARTBEAT must be under half of HASHROOM_LEASE_TTL, or a lease "
+                "can expire between two heartbeats of a live holder"
             )
         if self.env == "production" and "demo_enabled" not in self.model_fields_set:
             self.demo_enabled = False  # the demo is opt-in in production

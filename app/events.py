@@ -28,6 +28,7 @@ class Frame:
     offset: int
     text: str
     data: bytes = b""
+    epoch: str = ""  # known when the frame was just appended (what other processes check)
 
     def __post_init__(self) -> None:
         if not self.data:
@@ -57,7 +58,7 @@ def append(
     offset, epoch = row
     text = encode({"type": type_, "offset": offset, "epoch": epoch, "ts": time.time(), **payload})
     session.add(Event(chat_id=chat_id, offset=offset, type=type_, post_id=post_id, frame=text))
-    return Frame(chat_id=chat_id, offset=offset, text=text)
+    return Frame(chat_id=chat_id, offset=offset, text=text, epoch=epoch)
 
 
 def read_after(session: Session, chat_id: int, after: int, limit: int) -> list[Frame]:
@@ -69,6 +70,15 @@ def read_after(session: Session, chat_id: int, after: int, limit: int) -> list[F
         .limit(limit)
     ).all()
     return [Frame(chat_id=chat_id, offset=o, text=f) for o, f in rows]
+
+
+def heads(session: Session, chat_ids: list[int]) -> dict[int, tuple[int, str]]:
+    """Several chats' latest offsets and epochs in one query (chats that are gone are left
+    out)."""
+    rows = session.execute(
+        select(Chat.id, Chat.last_offset, Chat.epoch).where(Chat.id.in_(chat_ids))  # type: ignore[union-attr]
+    ).all()
+    return {chat_id: (offset, epoch) for chat_id, offset, epoch in rows}
 
 
 def head(session: Session, chat_id: int) -> tuple[int, str]:

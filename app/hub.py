@@ -20,9 +20,9 @@ import asyncio
 import logging
 import types
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, Protocol
 
 from .events import Frame
 
@@ -262,3 +262,44 @@ class Hub:
         if chat_id is not None:
             return len(self._subs.get(chat_id, ()))
         return sum(len(s) for s in self._subs.values())
+
+
+class Fanout(Protocol):
+    """Where committed frames go (:class:`LocalFanout`, or app.fanout_redis.RedisFanout)."""
+
+    def watching(self, chat_id: int) -> Any:
+        """An async context manager a live client holds (see LocalFanout.watching)."""
+        ...
+
+    async def committed(self, frames: list[Frame]) -> None: ...
+
+    async def config_changed(self, chat_ids: set[int]) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+class LocalFanout:
+    """Committed frames go straight to this process's hub: the one-process setup.
+
+    :class:`app.fanout_redis.RedisFanout` has the same methods and also carries frames to
+    and from the other processes of a cluster.
+    """
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    @asynccontextmanager
+    async def watching(self, chat_id: int) -> AsyncIterator[None]:
+        """Held by each live client while it reads history and stays live (nothing to do
+        here: every commit of this process reaches the hub)."""
+        yield
+
+    async def committed(self, frames: list[Frame]) -> None:
+        """Deliver frames this process just committed (in offset order)."""
+        self.hub.publish(frames)
+
+    async def config_changed(self, chat_ids: set[int]) -> None:
+        """A chat's cached hosts/blocks/rules changed (only this process caches them)."""
+
+    def status(self) -> dict[str, Any]:
+        return {"mode": "local"}

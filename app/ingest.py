@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import Settings
+from .leases import Leases, run_while_holding, source_lease
 from .models import Chat, Source
 from .networks.base import AuthError, Batch, Follower, NetworkError
 from .rooms import NotFound, Rooms
@@ -51,6 +52,7 @@ class IngestStatus:
     last_batch_at: float | None = None
     posts_stored: int = 0
     restarts: int = 0
+    holder: str | None = None  # with leases: the process following it (None: not this one)
     notices: list[str] = field(default_factory=list)
     detail: dict[str, Any] = field(default_factory=dict)  # e.g. {"budget": {...}} from X
 
@@ -66,6 +68,7 @@ class IngestStatus:
             "last_batch_at": self.last_batch_at,
             "posts_stored": self.posts_stored,
             "restarts": self.restarts,
+            **({"holder": self.holder} if self.holder is not None else {}),
         }
 
 
@@ -279,11 +282,14 @@ class IngestManager:
         supervisor: Supervisor,
         settings: Settings,
         factories: dict[str, FollowerFactory],
+        leases: Leases | None = None,
     ) -> None:
         self.rooms = rooms
         self.supervisor = supervisor
         self.settings = settings
         self.factories = factories
+        # In a cluster each source is followed only by the process holding its lease.
+        self.leases = leases
         self.ingesters: dict[int, Ingester] = {}
         # Set by app.scheduler.Scheduler: chats with a schedule are followed around their
         # sessions only, so starting one just asks the scheduler to plan again.
@@ -305,8 +311,23 @@ class IngestManager:
             return False
         ingester = Ingester(self.rooms, source, chat, factory, self.settings)
         self.ingesters[source.id] = ingester  # type: ignore[index]
-        self.supervisor.start(f"ingest-{source.id}", ingester.run())
+        self.supervisor.start(f"ingest-{source.id}", self._follow(ingester))
         return True
+
+    async def _follow(self, ingester: Ingester) -> None:
+        """Run ``ingester`` while this process holds its source's lease; when the lease is
+        lost, stop at once and wait to win it again (resuming from the stored cursor)."""
+
+        def standby() -> None:
+            ingester.status.state = "standby (another process follows it)"
+            ingester.status.holder = None
+
+        def hold() -> None:
+            ingester.status.holder = self.leases.holder if self.leases else None
+
+        await run_while_holding(
+            self.leases, source_lease(ingester.source_id), ingester.run, standby, hold
+        )
 
     async def start_all(self) -> int:
         n = 0

@@ -11,6 +11,7 @@ believed from anyone else.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections import OrderedDict
@@ -20,6 +21,8 @@ from typing import Any, Protocol
 from fastapi import HTTPException, Request
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
 
 # Keys the in-memory limiter remembers; the oldest are forgotten first. A forgotten key
 # only means that client gets a fresh allowance: memory stays bounded whatever the traffic.
@@ -65,9 +68,75 @@ class MemoryRateLimiter:
         return None
 
 
+# GCRA as MemoryRateLimiter does it, atomically in Redis on Redis's clock (one clock for
+# every process). KEYS[1]: the key; ARGV: the emission interval and the window, in ms.
+# Returns -1 when the hit is allowed (and counted), else the milliseconds to wait.
+GCRA_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local interval = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local wait = (tat - now) - (window - interval)
+if wait > 0.001 then return math.ceil(wait) end
+local new = tat + interval
+redis.call('SET', KEYS[1], tostring(new), 'PX', math.ceil(new - now) + 1)
+return -1
+"""
+REDIS_KEY_PREFIX = "hashroom:rate:"
+REDIS_TIMEOUT = 0.5  # seconds; a request must not wait long on a sick Redis
+REDIS_RETRY_AFTER = 2.0  # after a failure, count in memory this long before trying again
+
+
+class RedisRateLimiter:
+    """GCRA shared by every process through Redis (one atomic script per hit).
+
+    When Redis cannot be reached the hit is counted by a :class:`MemoryRateLimiter` in this
+    process instead (fail open to per-process limits, logged once per outage): a quota must
+    not turn a Redis outage into errors for everyone.
+    """
+
+    def __init__(self, url: str, fallback: RateLimiter | None = None) -> None:
+        import redis.asyncio as aioredis
+
+        self._client = aioredis.Redis.from_url(
+            url, socket_connect_timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT
+        )
+        self._script = self._client.register_script(GCRA_LUA)
+        self.fallback = fallback or MemoryRateLimiter()
+        self._down_until = 0.0
+        self.failing = False
+
+    async def hit(self, key: str, limit: int, window: float) -> float | None:
+        """See :meth:`RateLimiter.hit`."""
+        if time.monotonic() >= self._down_until:
+            try:
+                interval_ms = window * 1000 / limit
+                wait_ms = await self._script(
+                    keys=[REDIS_KEY_PREFIX + key], args=[interval_ms, window * 1000]
+                )
+            except Exception as exc:
+                self._down_until = time.monotonic() + REDIS_RETRY_AFTER
+                if not self.failing:
+                    log.warning(
+                        "rate limits: Redis unreachable (%r); counting in this process meanwhile",
+                        exc,
+                    )
+                self.failing = True
+            else:
+                if self.failing:
+                    log.info("rate limits: Redis is back; limits are shared again")
+                self.failing = False
+                return None if int(wait_ms) < 0 else int(wait_ms) / 1000
+        return await self.fallback.hit(key, limit, window)
+
+
 def make_rate_limiter(settings: Any) -> RateLimiter:
-    """The limiter for this process's settings: in memory. A store shared by several
-    processes (Redis) plugs in here, behind the same protocol."""
+    """The limiter for this process's settings: shared through Redis when
+    ``HASHROOM_REDIS_URL`` is set, else in this process's memory."""
+    if getattr(settings, "redis_url", ""):
+        return RedisRateLimiter(settings.redis_url)
     return MemoryRateLimiter()
 
 

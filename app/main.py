@@ -20,8 +20,9 @@ from .config import Settings, get_settings
 from .db import make_engine
 from .feeds import Feeds
 from .guard import RequestGuard
-from .hub import Hub
+from .hub import Fanout, Hub, LocalFanout
 from .ingest import FollowerFactory, IngestManager
+from .leases import Leases
 from .limits import BodyLimit, ConnectionSlots, make_rate_limiter
 from .models import Chat, Source
 from .moderation import Moderation
@@ -29,7 +30,7 @@ from .outbound import OutboundPolicy, make_http_client, make_ws_connect
 from .present import Presenter
 from .publishing import Accounts, Publisher
 from .push import Push
-from .rooms import DEMO_SLUG, Rooms, chat_hashtags
+from .rooms import DEMO_SLUG, Rooms, chat_hashtags, forget_config
 from .routes import accounts, api, health, live, pages, transcripts, wall
 from .routes import calendar as calendar_routes
 from .routes import feed as feed_routes
@@ -152,17 +153,51 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = make_engine(settings.database_url)
         hub = Hub()
         templates = app.state.templates
-        rooms = Rooms(engine, hub, settings, Presenter(templates.env))
         supervisor = Supervisor()
-        ingest = IngestManager(rooms, supervisor, settings, follower_factories(settings, http))
+        fanout: Fanout = LocalFanout(hub)
+        redis_fanout = None
+        if settings.redis_url:
+            from .fanout_redis import RedisFanout
+
+            fanout = redis_fanout = RedisFanout(
+                settings.redis_url, hub, engine, settings, supervisor
+            )
+            redis_fanout.on_config = forget_config
+            redis_fanout.start()
+        rooms = Rooms(engine, hub, settings, Presenter(templates.env), fanout)
+        leases = Leases(engine, settings, supervisor)
+        leases.start()
+        app.state.leases = leases
+        ingest = IngestManager(
+            rooms, supervisor, settings, follower_factories(settings, http), leases
+        )
         app.state.engine = engine
         app.state.hub = hub
+        app.state.fanout = fanout
         app.state.rooms = rooms
         app.state.supervisor = supervisor
         app.state.ingest = ingest
         app.state.scheduler = scheduler = Scheduler(rooms, ingest, settings)
+
+        async def hashtags_changed(chat: Chat) -> None:
+            await ingest.restart_chat(chat)
+            if redis_fanout is not None:  # the lease holder may be another process
+                await redis_fanout.sources_changed(chat.id)  # type: ignore[arg-type]
+
+        async def restart_followers(chat_id: int) -> None:
+            chat = await rooms.read(lambda session: session.get(Chat, chat_id))
+            if chat is not None:
+                await ingest.restart_chat(chat)
+
+        def sources_changed_elsewhere(chat_id: int) -> None:
+            name = f"restart-chat-{chat_id}"
+            if name not in supervisor.running():  # one in flight reads the newest row
+                supervisor.start(name, restart_followers(chat_id))
+
+        if redis_fanout is not None:
+            redis_fanout.on_sources = sources_changed_elsewhere
         app.state.moderation = Moderation(
-            rooms, on_schedule_change=scheduler.wake, on_hashtags_change=ingest.restart_chat
+            rooms, on_schedule_change=scheduler.wake, on_hashtags_change=hashtags_changed
         )
         app.state.http = http
         app.state.accounts = Accounts(rooms, app.state.vault, app.state.publishers)
@@ -170,6 +205,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.push = push = Push(
             rooms, app.state.vault, http, settings, supervisor, app.state.outbound
         )
+        push.leases = leases
         await push.start()
         for hook in app.state.startup_hooks:
             await hook(app)
@@ -192,6 +228,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             push.stop_timers()
             await supervisor.shutdown()
+            if settings.redis_url:
+                await redis_fanout.close()
             await http.aclose()
             engine.dispose()
 

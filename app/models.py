@@ -271,3 +271,13 @@ class AnsweredQuestion(SQLModel, table=True):
     chat_id: int = Field(foreign_key="chat.id", index=True)
     post_id: int = Field(foreign_key="post.id", unique=True)
     answered_at: datetime = _ts(nullable=False, default=utcnow)
+
+
+class Lease(SQLModel, table=True):
+    """A job one process of a cluster does at a time (following source 7: ``source:7``),
+    held by ``holder`` until ``expires_at`` unless its heartbeat renews it (app/leases.py)."""
+
+    name: str = Field(primary_key=True, max_length=200)
+    holder: str = Field(max_length=200)
+    expires_at: datetime = _ts(nullable=False)
+    acquired_at: datetime = _ts(nullable=False, default=utcnow)

@@ -30,6 +30,7 @@ from sqlalchemy import delete, select
 from sqlmodel import Session
 
 from .config import Settings
+from .leases import SCHEDULER, Leases, run_while_holding
 from .models import Chat, PushKey, PushSubscription
 from .networks.webpush import Subscription, VapidKeys, deliver
 from .outbound import OutboundPolicy, check_url
@@ -171,6 +172,7 @@ class Push:
         self._jobs: asyncio.Queue[Job] = asyncio.Queue(settings.push_queue_size)
         self._timers: set[asyncio.TimerHandle] = set()
         self._wake = asyncio.Event()
+        self.leases: Leases | None = None  # set by the app in a cluster (app/leases.py)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -188,7 +190,10 @@ class Push:
         self.supervisor.start("push-dispatch", self._dispatch_loop())
         for n in range(WORKERS):
             self.supervisor.start(f"push-worker-{n}", self._worker_loop())
-        self.supervisor.start("push-starts", self._starts_loop())
+        # Once per cluster: only the holder of the scheduler lease sends reminders.
+        self.supervisor.start(
+            "push-starts", run_while_holding(self.leases, SCHEDULER, self._starts_loop)
+        )
 
     def stop_timers(self) -> None:
         for timer in self._timers:

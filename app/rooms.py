@@ -19,15 +19,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from . import events, text
 from .config import Settings
 from .db import session_scope
 from .events import Frame
-from .hub import Hub
+from .hub import Fanout, Hub, LocalFanout
 from .models import (
     Chat,
     ChatPerson,
@@ -57,6 +58,12 @@ HIDDEN_BY_BLOCK = "hidden_by_block"
 # through this process's sessions drop the cache at once (see _forget_config below); a change
 # made by another web process shows here within CONFIG_TTL seconds.
 CONFIG_TTL = 5.0
+CONFIG_COMMITTED = "hashroom.config_committed"  # session.info: chat ids whose config changed
+# session.info flag of write transactions: Rooms.chat_by_slug then locks the chat's row.
+WRITING = "hashroom.writing"
+# A write that lost a race on a unique constraint to another process is run again this many
+# times (the second run finds the other's row: a duplicate delivery, not an error).
+WRITE_RETRIES = 2
 
 
 @dataclass(slots=True)
@@ -84,10 +91,25 @@ def _forget_config(session: Session, _context: Any) -> None:
 
 
 @event.listens_for(Session, "after_commit")
-@event.listens_for(Session, "after_rollback")
-def _forget_config_at_end(session: Session) -> None:
+def _forget_config_at_commit(session: Session) -> None:
+    keys = session.info.pop("config_chats", ())
     # A read later in the same transaction may have cached uncommitted rows: drop them again.
+    for key in keys:
+        _config_cache.pop(key, None)
+    # The other processes of a cluster are told after the write (Rooms.write).
+    if keys:
+        session.info.setdefault(CONFIG_COMMITTED, set()).update(c for _url, c in keys)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_config_at_rollback(session: Session) -> None:
     for key in session.info.pop("config_chats", ()):
+        _config_cache.pop(key, None)
+
+
+def forget_config(chat_id: int) -> None:
+    """Drop the cached hosts/blocks/rules of ``chat_id`` (another process changed them)."""
+    for key in [k for k in _config_cache if k[1] == chat_id]:
         _config_cache.pop(key, None)
 
 
@@ -158,9 +180,18 @@ class RoomNote:
 class Rooms:
     """The single writer and the consistent readers of rooms."""
 
-    def __init__(self, engine: Engine, hub: Hub, settings: Settings, presenter: Presenter) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        hub: Hub,
+        settings: Settings,
+        presenter: Presenter,
+        fanout: Fanout | None = None,
+    ) -> None:
         self.engine = engine
         self.hub = hub
+        # Where committed frames go: this process's hub, or through Redis to every process.
+        self.fanout: Fanout = fanout or LocalFanout(hub)
         self.settings = settings
         self.presenter = presenter
         self._lock = asyncio.Lock()
@@ -174,8 +205,17 @@ class Rooms:
         """Run ``fn`` in one transaction (in a thread), then publish its frames in order and
         hand the transaction's notes (:class:`RoomNote`) to every observer, once it committed."""
         async with self._lock:
-            result, frames, notes = await asyncio.to_thread(self._transaction, fn)
-            self.hub.publish(frames)
+            for attempt in range(WRITE_RETRIES + 1):
+                try:
+                    result, frames, notes, config = await asyncio.to_thread(self._transaction, fn)
+                    break
+                except IntegrityError as exc:
+                    if attempt == WRITE_RETRIES or not _lost_race(exc):
+                        raise
+                    log.info("write lost a race to another process; running it again")
+            await self.fanout.committed(frames)
+        if config:
+            await self.fanout.config_changed(config)
         if notes:
             for observer in self.observers:
                 try:
@@ -186,11 +226,12 @@ class Rooms:
 
     def _transaction(
         self, fn: Callable[[Session], tuple[T, list[Frame]]]
-    ) -> tuple[T, list[Frame], list[RoomNote]]:
+    ) -> tuple[T, list[Frame], list[RoomNote], set[int]]:
         with session_scope(self.engine) as session:
+            session.info[WRITING] = True
             result, frames = fn(session)
             notes = session.info.pop(NOTES, [])
-        return result, frames, notes
+        return result, frames, notes, session.info.pop(CONFIG_COMMITTED, set())
 
     @staticmethod
     def _note(session: Session, chat: Chat, kind: str, post: Post, **extra: Any) -> None:
@@ -222,7 +263,21 @@ class Rooms:
 
     @staticmethod
     def chat_by_slug(session: Session, slug: str) -> Chat:
-        chat = session.exec(select(Chat).where(Chat.slug == slug)).scalars().first()  # type: ignore[call-overload]
+        """The chat named ``slug``. In a write transaction its row is locked until commit
+        (PostgreSQL; SQLite takes its database write lock): writes to one chat from several
+        processes then run one after the other, so a check-then-insert (a pin, a vote) sees
+        the other's committed row."""
+        query = select(Chat).where(Chat.slug == slug)
+        if session.info.get(WRITING):
+            if session.get_bind().dialect.name == "sqlite":
+                # SQLite has no row locks and starts a transaction's write lock at its first
+                # write: take it now, before the checks (a no-op UPDATE does).
+                session.execute(
+                    update(Chat).where(Chat.slug == slug).values(last_offset=Chat.last_offset)
+                )
+            else:
+                query = query.with_for_update()
+        chat = session.exec(query).scalars().first()  # type: ignore[call-overload]
         if chat is None:
             raise NotFound(f"no chat with slug {slug!r}")
         return chat
@@ -370,7 +425,17 @@ class Rooms:
         from .networks.demo import load_transcript
 
         transcript = load_transcript()
-        chat, _key, _ = await self.create_chat(
+        try:
+            chat, _key, _ = await self._create_demo(transcript)
+        except IntegrityError:  # another process of the cluster created it just now
+            found = await self.read(exists)
+            if found is None:
+                raise
+            return found
+        return chat
+
+    async def _create_demo(self, transcript: Any) -> tuple[Chat, str, list[Source]]:
+        return await self.create_chat(
             hashtag=transcript.hashtag,
             title=transcript.title,
             description=transcript.description,
@@ -379,7 +444,6 @@ class Rooms:
             slug=DEMO_SLUG,
             moderator_key=demo_moderator_key(self.settings.secret_key),
         )
-        return chat
 
     # -- posts ----------------------------------------------------------------------------
 
@@ -1047,6 +1111,14 @@ def person_key(network: str, handle: str) -> str:
     network unless it applies to every network ("*")."""
     key = handle.strip().lstrip("@").casefold()
     return key if network == "*" else f"{network}\t{key}"
+
+
+def _lost_race(exc: IntegrityError) -> bool:
+    """True when ``exc`` is another process storing the same remote post first."""
+    message = str(exc.orig)
+    return "uq_post_remote" in message or (
+        "UNIQUE constraint failed: post.chat_id, post.network, post.remote_id" in message
+    )
 
 
 def _visible() -> tuple[Any, ...]:

@@ -137,6 +137,9 @@ class Scheduler:
         self.ingest = ingest
         self.lead = timedelta(minutes=settings.schedule_lead_minutes)
         self.tail = timedelta(minutes=settings.schedule_tail_minutes)
+        # In a cluster a source created by another process must be noticed well within a
+        # lease's life, so this process can take it over if that one dies.
+        self.max_sleep = min(MAX_SLEEP, settings.lease_ttl) if settings.uses_leases else MAX_SLEEP
         self._changed = asyncio.Event()
         ingest.on_scheduled = self.wake
 
@@ -170,8 +173,8 @@ class Scheduler:
             if source_id not in self.ingest.ingesters and self.ingest.start_now(source, chat):
                 log.info("schedule: following source %s of chat %s", source_id, chat.slug)
         if next_edge is None:
-            return MAX_SLEEP
-        return min(MAX_SLEEP, max(0.05, (next_edge - now).total_seconds()))
+            return self.max_sleep
+        return min(self.max_sleep, max(0.05, (next_edge - now).total_seconds()))
 
     async def run(self) -> None:
         """Reconcile, sleep until the next edge or a change, repeat. Never raises."""

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.cluster import pg_database
 from tests.server import ServerProcess, migrate
 
 pytest_plugins = ["tests.browser", "tests.ci_guard", "pytester"]
 
 
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    """A new SQLite database file with the schema from ``alembic upgrade head``."""
+def db_url(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A new database with the schema from ``alembic upgrade head``: a SQLite file, or — for
+    tests marked ``db`` when ``TEST_DATABASE_URL`` is set (``make test-pg``) — a fresh
+    PostgreSQL database on that server, dropped afterwards."""
+    if os.environ.get("TEST_DATABASE_URL") and request.node.get_closest_marker("db"):
+        with pg_database() as url:
+            yield url
+        return
     url = f"sqlite:///{tmp_path / 'hashroom.db'}"
     migrate(url)
-    return url
+    yield url
 
 
 @pytest.fixture

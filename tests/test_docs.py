@@ -16,7 +16,8 @@ from app.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
-COMPOSE_FILE = ROOT / "docker-compose.yml"
+COMPOSE_FILE = ROOT / "docker-compose.single.yml"  # one process on SQLite
+CLUSTER_COMPOSE = ROOT / "docker-compose.yml"  # web processes on PostgreSQL, Redis, nginx
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
@@ -129,7 +130,7 @@ def interpolate(value: str, environ: dict[str, str]) -> str:
 
 
 def test_compose_keeps_the_database_on_a_named_volume() -> None:
-    """docker-compose.yml mounts a named volume at /data and points DATABASE_URL into it."""
+    """docker-compose.single.yml mounts a named volume at /data and points DATABASE_URL into it."""
     compose = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
     app = compose["services"]["app"]
     mounts = dict(volume.rsplit(":", 1) for volume in app["volumes"])
@@ -153,7 +154,7 @@ def test_compose_demands_a_secret_and_runs_in_production() -> None:
 
 
 def test_compose_environment_is_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The settings docker-compose.yml passes are real Settings names and build a valid
+    """The settings docker-compose.single.yml passes are real Settings names and build a valid
     production configuration once a secret is supplied."""
     environment = compose_app()["environment"]
     accepted = {
@@ -229,3 +230,60 @@ def test_dockerfile_copies_files_that_reach_the_build_context() -> None:
             if "__pycache__" in relative:
                 continue
             assert not dockerignored(relative, patterns), f".dockerignore drops {relative}"
+
+
+def cluster_compose() -> dict:
+    return yaml.safe_load(CLUSTER_COMPOSE.read_text(encoding="utf-8"))
+
+
+def test_cluster_compose_runs_web_processes_behind_nginx_after_one_migration() -> None:
+    """docker-compose.yml: PostgreSQL and Redis with healthchecks, a one-shot migrate
+    service the web processes wait for, two web processes of one image with distinct process
+    ids, and nginx in front with deploy/nginx.conf; data on a named volume."""
+    compose = cluster_compose()
+    services = compose["services"]
+    webs = [services[n] for n in services if n.startswith("web")]
+    assert len(webs) >= 2
+    assert " ".join(services["migrate"]["command"]) == "alembic upgrade head"
+    assert services["migrate"]["restart"] == "no"
+    ids = set()
+    for web in webs:
+        assert web["image"] == services["migrate"]["image"]
+        assert "alembic" not in " ".join(web["command"])
+        assert web["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        assert "/healthz" in " ".join(web["healthcheck"]["test"])
+        ids.add(web["environment"]["HASHROOM_PROCESS_ID"])
+        assert web["environment"]["HASHROOM_REDIS_URL"].startswith("redis://redis:")
+        assert web["environment"]["HASHROOM_ENV"] == "production"
+    assert len(ids) == len(webs)
+    for name in ("postgres", "redis", "nginx"):
+        assert services[name]["healthcheck"]["test"], name
+    mounts = dict(v.rsplit(":", 1)[0].split(":", 1) for v in services["nginx"]["volumes"])
+    assert mounts["./deploy/nginx.conf"] == "/etc/nginx/nginx.conf"
+    data = services["postgres"]["volumes"][0].split(":")[0]
+    assert data in compose["volumes"]
+    # nginx's fixed address is the one proxy whose X-Forwarded-For the app believes.
+    address = services["nginx"]["networks"]["backend"]["ipv4_address"]
+    assert json.loads(webs[0]["environment"]["HASHROOM_TRUSTED_PROXIES"]) == [address]
+
+
+def test_cluster_compose_environment_is_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The web processes' settings build a valid production configuration from .env.example
+    filled in, with Redis on, leases on and PostgreSQL as the database."""
+    example = dict(
+        line.split("=", 1)
+        for line in (ROOT / ".env.example").read_text(encoding="utf-8").splitlines()
+        if line and not line.startswith("#")
+    )
+    assert {"HASHROOM_SECRET_KEY", "POSTGRES_PASSWORD", "HASHROOM_PUBLIC_URL"} <= set(example)
+    environment = cluster_compose()["services"]["web1"]["environment"]
+    for name in list(Settings.model_fields) + ["DATABASE_URL", "HOST", "PORT"]:
+        monkeypatch.delenv(name if name.isupper() else f"HASHROOM_{name.upper()}", raising=False)
+    host_environ = {**example, "HASHROOM_SECRET_KEY": "s" * 48, "POSTGRES_PASSWORD": "pw"}
+    for name, value in environment.items():
+        monkeypatch.setenv(name, interpolate(str(value), host_environ))
+    settings = Settings()
+    assert settings.database_url.startswith("postgresql+psycopg://hashroom:pw@postgres:")
+    assert settings.redis_url and settings.uses_leases and settings.process_id == "web1"
+    with pytest.raises(ValueError, match="POSTGRES_PASSWORD"):
+        interpolate(environment["DATABASE_URL"], {})

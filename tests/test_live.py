@@ -16,6 +16,7 @@ from tests.server import OPERATOR_HEADERS
 pytestmark = pytest.mark.timeout(60)
 
 
+@pytest.mark.db  # also on PostgreSQL (make test-pg)
 async def test_two_clients_receive_a_post_made_through_the_api(server):
     """Both connected clients get the same post frame, with the hashtag appended."""
     chat = await create_chat(server.url)
@@ -39,6 +40,7 @@ async def test_two_clients_receive_a_post_made_through_the_api(server):
     await b.close()
 
 
+@pytest.mark.db  # also on PostgreSQL (make test-pg)
 async def test_resume_after_offset_gets_exactly_the_missed_events(server):
     """A client reconnecting with `after` while writers race it receives every missed event
     once, in order, then live ones (test_live_windows forces a commit into the window)."""

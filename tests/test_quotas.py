@@ -188,3 +188,29 @@ async def test_memory_limiter_allows_a_burst_then_one_per_interval() -> None:
     assert await limiter.hit("b", 3, 60) is None  # another client is counted apart
     await limiter.hit("c", 3, 60)  # a third key: the least recent ("a") is forgotten
     assert await limiter.hit("a", 3, 60) is None
+
+
+async def test_redis_limiter_is_shared_by_processes_and_fails_open(tmp_path) -> None:
+    """Two limiters on one Redis (as two processes) count together; with Redis gone a hit is
+    counted in memory instead of failing, and sharing resumes when Redis is back."""
+    from app.limits import RedisRateLimiter
+    from tests.cluster import RedisServer
+
+    redis = RedisServer(tmp_path / "redis.log").start()
+    try:
+        a, b = RedisRateLimiter(redis.url), RedisRateLimiter(redis.url)
+        assert [await a.hit("posts:1.2.3.4", 3, 60) for _ in range(2)] == [None, None]
+        assert await b.hit("posts:1.2.3.4", 3, 60) is None
+        wait = await b.hit("posts:1.2.3.4", 3, 60)
+        assert wait is not None and 19 < wait <= 20.01  # the fourth hit, counted across both
+        assert await a.hit("posts:5.6.7.8", 3, 60) is None  # another client apart
+
+        redis.stop()
+        assert await a.hit("posts:1.2.3.4", 3, 60) is None  # memory: a fresh allowance
+        assert a.failing
+        redis.start()
+        a._down_until = 0  # skip the wait before trying Redis again
+        assert await a.hit("posts:9.9.9.9", 1, 60) is None
+        assert not a.failing and await a.hit("posts:9.9.9.9", 1, 60) is not None
+    finally:
+        redis.stop()

@@ -15,7 +15,7 @@ from app.models import Account
 from app.votes import account_voter, session_voter
 from tests.factories import LiveClient, create_chat, post
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.db, pytest.mark.timeout(60)]
 
 
 def mod_client(server: Any, chat: dict[str, Any]) -> httpx.AsyncClient:

@@ -46,6 +46,7 @@ async def healthz(request: Request) -> JSONResponse:
     state = request.app.state
     db_ok = await asyncio.to_thread(check, state.engine)
     statuses = state.ingest.statuses()
+    fanout = state.fanout.status()
     body: dict[str, Any] = {
         "status": "ok" if db_ok else "degraded",
         "database": "ok" if db_ok else "unreachable",
@@ -56,9 +57,18 @@ async def healthz(request: Request) -> JSONResponse:
         },
         "clients": state.hub.count(),
         "clients_direct": state.hub.count_direct(),
+        "fanout": {
+            "mode": fanout["mode"],
+            **({"connected": fanout["connected"]} if "connected" in fanout else {}),
+        },
     }
     if operator:
         body["ingesters"] = statuses
+        body["process"] = state.settings.process_name
+        body["fanout"] = fanout
+        if state.leases.enabled:
+            # The cluster's view from the database: which process follows which source.
+            body["leases"] = await state.leases.table()
     return JSONResponse(body, status_code=200 if db_ok else 503)
 
 

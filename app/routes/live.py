@@ -121,25 +121,30 @@ async def _serve(
     )
     try:
         with state.hub.subscribe(sub):
-            await _catch_up(
-                rooms,
-                sub,
-                chat.id,  # type: ignore[arg-type]
-                after,
-                client_epoch,
-                settings.ws_replay_limit,
-                settings.test_live_hold_after_history,
-            )
-            while not await sub.go_live():
-                # Events arrived faster than we could replay: read the log again from here.
-                log.debug("client of %s re-reads the log after offset %d", slug, sub.last_offset)
-                sub.start_buffering()
-                await _replay(rooms, sub, chat.id)  # type: ignore[arg-type]
-            await _hold(websocket, sub, settings.ws_ping_interval)
-            if closing:
-                # Let the close frame follow what the client still has to read; a client
-                # that never reads again is reaped by the protocol's ping timeout.
-                await asyncio.wait(closing, timeout=3 * settings.ws_ping_interval)
+            # Before reading history: every frame past what the log then holds must reach
+            # the hub, also when another process commits it (app/fanout_redis.py).
+            async with state.fanout.watching(chat.id):  # type: ignore[arg-type]
+                await _catch_up(
+                    rooms,
+                    sub,
+                    chat.id,  # type: ignore[arg-type]
+                    after,
+                    client_epoch,
+                    settings.ws_replay_limit,
+                    settings.test_live_hold_after_history,
+                )
+                while not await sub.go_live():
+                    # Events arrived faster than we could replay: read the log again from here.
+                    log.debug(
+                        "client of %s re-reads the log after offset %d", slug, sub.last_offset
+                    )
+                    sub.start_buffering()
+                    await _replay(rooms, sub, chat.id)  # type: ignore[arg-type]
+                await _hold(websocket, sub, settings.ws_ping_interval)
+                if closing:
+                    # Let the close frame follow what the client still has to read; a client
+                    # that never reads again is reaped by the protocol's ping timeout.
+                    await asyncio.wait(closing, timeout=3 * settings.ws_ping_interval)
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass
 
