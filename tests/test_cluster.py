@@ -362,3 +362,70 @@ async def test_nginx_config_spreads_websockets_over_both_processes(cluster, tmp_
         check(followers, 5, "through nginx")
     finally:
         nginx.stop()
+
+
+async def test_a_tag_added_through_one_process_is_followed_by_the_holder_on_the_other(
+    pg_url, redis_server, tmp_path
+):
+    """A moderator adds a hashtag through the process that does not follow the source: the
+    lease holder, in the other process, restarts its follower on the new list at once."""
+    from tests.factories import create_chat, eventually
+    from tests.peers.mastodon import MastodonPeer
+
+    async with MastodonPeer(domain="a.example") as peer:
+        servers = start_cluster(
+            pg_url,
+            redis_server,
+            tmp_path,
+            HASHROOM_MASTODON_POLL_INTERVAL="0.5",
+            HASHROOM_BACKOFF_BASE="0.2",
+            HASHROOM_BACKOFF_CAP="1",
+        )
+        try:
+            token = peer.create_user_token("reader", "read")
+            chat = await create_chat(
+                servers[0].url,
+                hashtags=["TheChat"],
+                sources=[{"network": "mastodon", "instance": peer.url, "access_token": token}],
+            )
+            slug = chat["slug"]
+            (ingester,) = [
+                i for i in servers[0].operator_health()["ingesters"] if i["chat"] == slug
+            ]
+            name = f"source:{ingester['source_id']}"
+
+            async def held() -> bool:
+                return await lease_holder(servers[0], name) in ("a", "b")
+
+            await eventually(held, "a process holding the source's lease")
+            holder = await lease_holder(servers[0], name)
+            other = servers[1] if holder == "a" else servers[0]
+
+            async def streaming() -> bool:
+                return any("thechat" in s.tags for s in peer._streams)
+
+            await eventually(streaming, "the holder's stream on #TheChat")
+            key = {"Authorization": f"Bearer {chat['moderator_key']}"}
+            async with httpx.AsyncClient(base_url=other.url, headers=key) as http:
+                r = await http.put(
+                    f"/api/chats/{slug}/hashtags", json={"hashtags": ["TheChat", "Second"]}
+                )
+                assert r.status_code == 200, r.text
+
+            async def resubscribed() -> bool:
+                return any("second" in s.tags for s in peer._streams)
+
+            await eventually(resubscribed, "the holder's restarted stream on #Second")
+            status = peer.publish("dan", "A1 second only", tags=["Second"])
+
+            async def stored() -> bool:
+                async with httpx.AsyncClient(base_url=other.url) as http:
+                    r = await http.get(f"/api/chats/{slug}/posts")
+                items = r.json()["items"]
+                return any(item["post"]["remote_id"] == status["uri"] for item in items)
+
+            await eventually(stored, "the status tagged only #Second in the room")
+            assert await lease_holder(other, name) == holder, "the lease moved instead"
+        finally:
+            for server in servers:
+                server.stop()
