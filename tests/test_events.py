@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -133,3 +136,21 @@ def test_frames_carry_offset_epoch_type_and_are_read_back_in_order(sqlite_engine
 
     first = json.loads(got[0].text)
     assert (first["type"], first["offset"], first["epoch"], first["n"]) == ("post", 3, "e1", 2)
+
+
+def test_a_frame_is_compact_utf8_json_stamped_with_its_time_and_cannot_change(sqlite_engine):
+    """One frame object is shared by every client of a chat: its text is compact JSON with
+    UTF-8 kept as is (not ``\\u`` escapes), it carries the time it was appended, and nobody
+    holding it can change it."""
+    chat_id = _new_chat(sqlite_engine, "frames")
+    before = time.time()
+    with session_scope(sqlite_engine) as s:
+        frame = events.append(s, chat_id, "notice", {"text": "Café 🌱"})
+    after = time.time()
+    assert '"text":"Café 🌱"' in frame.text
+    assert frame.data == frame.text.encode()
+    payload = json.loads(frame.text)
+    assert payload["type"] == "notice" and payload["offset"] == frame.offset == 1
+    assert before <= payload["ts"] <= after
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        frame.text = "{}"  # type: ignore[misc]
