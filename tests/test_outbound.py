@@ -399,7 +399,15 @@ async def test_healthz_detail_is_for_the_operator_and_moderators(make_server) ->
         slug, key = created.json()["slug"], created.json()["moderator_key"]
         async with httpx.AsyncClient(base_url=server.url) as http:
             public = (await http.get("/healthz")).json()
-            assert set(public) == {"status", "database", "sources", "clients", "clients_direct"}
+            assert set(public) == {
+                "status",
+                "database",
+                "sources",
+                "clients",
+                "clients_direct",
+                "fanout",
+            }
+            assert set(public["fanout"]) <= {"mode", "connected"}  # no URL, no error text
             assert public["sources"]["total"] == 1
             operator = (await http.get("/healthz", headers=OPERATOR_HEADERS)).json()
             assert [i["chat"] for i in operator["ingesters"]] == [slug]
