@@ -47,14 +47,6 @@ async def moderator_actor(request: Request, how: ModeratorDep) -> str:
 ActorDep = Annotated[str, Depends(moderator_actor)]
 
 
-def _person(network: str | None, handle: str, role: str) -> Person:
-    return Person.parse(network, handle, role)
-
-
-def _who(network: str | None, handle: str) -> tuple[str, str]:
-    return _network(network), _handle(handle)
-
-
 class PersonIn(BaseModel):
     network: str = Field("*", max_length=20, description='A network name, or "*" for any.')
     handle: str = Field(max_length=300, examples=["alice@example.social"])
@@ -135,7 +127,7 @@ async def list_people(slug: str, moderation: ModerationDep) -> dict[str, Any]:
 async def replace_people(
     slug: str, body: PeopleIn, moderation: ModerationDep, actor: ActorDep
 ) -> dict[str, Any]:
-    people = [_person(p.network, p.handle, p.role) for p in body.people]
+    people = [Person.parse(p.network, p.handle, p.role) for p in body.people]
     return await moderation.change_people(slug, actor, replace=people)
 
 
@@ -143,7 +135,7 @@ async def replace_people(
 async def add_person(
     slug: str, body: PersonIn, moderation: ModerationDep, actor: ActorDep
 ) -> dict[str, Any]:
-    person = _person(body.network, body.handle, body.role)
+    person = Person.parse(body.network, body.handle, body.role)
     return await moderation.change_people(slug, actor, add=[person])
 
 
@@ -152,10 +144,10 @@ async def remove_person(
     slug: str, body: PersonOutIn, moderation: ModerationDep, actor: ActorDep
 ) -> dict[str, Any]:
     roles = [body.role] if body.role else ["host", "guest"]
-    people = [_person(body.network, body.handle, role) for role in roles]
+    people = [Person.parse(body.network, body.handle, role) for role in roles]
     result = await moderation.change_people(slug, actor, remove=people)
     if not result["removed"]:
-        network, handle = _who(body.network, body.handle)
+        network, handle = _network(body.network), _handle(body.handle)
         where = "" if network == "*" else f" on {network}"
         raise HTTPException(404, f"@{handle}{where} is not a host or guest of this chat")
     return result
@@ -178,7 +170,7 @@ async def list_blocks(slug: str, moderation: ModerationDep, _actor: ActorDep) ->
 async def block(
     slug: str, body: BlockIn, moderation: ModerationDep, actor: ActorDep
 ) -> dict[str, Any]:
-    network, handle = _who(body.network, body.handle)
+    network, handle = _network(body.network), _handle(body.handle)
     return await moderation.block(slug, network, handle, actor)
 
 
@@ -190,7 +182,7 @@ async def block(
 async def unblock(
     slug: str, body: BlockIn, moderation: ModerationDep, actor: ActorDep
 ) -> dict[str, Any]:
-    network, handle = _who(body.network, body.handle)
+    network, handle = _network(body.network), _handle(body.handle)
     return await moderation.unblock(slug, network, handle, actor)
 
 
