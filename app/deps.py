@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path, Request
+from fastapi import Depends, Path, Request
 from sqlalchemy import select
 from starlette.requests import HTTPConnection
 
 from .config import Settings
+from .errors import Forbidden, Unauthorized
 from .grants import is_moderator
 from .hub import Hub
 from .ingest import IngestManager
@@ -82,9 +83,7 @@ async def bearer_authenticates(request: Request) -> bool:
 
 def _check_csrf_token(request: Request) -> None:
     if not csrf_ok(request.session, request.headers.get(CSRF_HEADER)):
-        raise HTTPException(
-            403, "missing or stale CSRF token: reload the page and try again (X-CSRF-Token)"
-        )
+        raise Forbidden("missing or stale CSRF token: reload the page and try again (X-CSRF-Token)")
 
 
 async def require_csrf(request: Request) -> None:
@@ -112,27 +111,22 @@ def secret_key(conn: HTTPConnection) -> str:
 async def require_moderator(slug: str, request: Request, rooms: RoomsDep) -> str:
     """Allow a moderator of chat ``slug``: Bearer key (API) or a live moderator grant in the
     session cookie (browser; see app/grants.py)."""
-    try:
-        chat = await rooms.get_chat(slug)
-    except NotFound as exc:
-        raise HTTPException(404, str(exc)) from exc
+    chat = await rooms.get_chat(slug)
     auth = request.headers.get("authorization", "")
     if auth:
         key = _bearer(request)
         if key is None:
-            raise HTTPException(
-                401,
+            raise Unauthorized(
                 "use 'Authorization: Bearer <moderator_key>'",
                 headers={"WWW-Authenticate": "Bearer"},
             )
         if not key_matches(key, chat.moderator_key_hash):
-            raise HTTPException(403, "this moderator key does not belong to this chat")
+            raise Forbidden("this moderator key does not belong to this chat")
         return "key"
     if cookie_session_used(request) and is_moderator(request.session, secret_key(request), chat):
         _check_csrf_token(request)
         return "cookie"
-    raise HTTPException(
-        401,
+    raise Unauthorized(
         "moderators only: send 'Authorization: Bearer <moderator_key>' or open the moderator link",
         headers={"WWW-Authenticate": "Bearer"},
     )

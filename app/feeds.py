@@ -12,11 +12,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fastapi import HTTPException
 from sqlalchemy import and_, or_, select
 from sqlmodel import Session
 
 from .config import Settings
+from .errors import Forbidden, Invalid, NotFound
 from .models import Account, Chat, FeedRecord, Pin, Post
 from .networks.feedgen import (
     GENERATOR_COLLECTION,
@@ -56,11 +56,11 @@ class Feeds:
         self.settings = settings
 
     def service_did(self) -> str:
-        """This server's did:web; HTTP 404 (saying what to set) without a public URL."""
+        """This server's did:web; NotFound (saying what to set) without a public URL."""
         try:
             return did_web(self.settings.public_url)
         except ValueError as exc:
-            raise HTTPException(404, f"the feed generator is off: {exc}") from exc
+            raise NotFound(f"the feed generator is off: {exc}") from exc
 
     async def describe(self) -> dict[str, Any]:
         did = self.service_did()
@@ -167,7 +167,7 @@ class Feeds:
         one there) and remember it."""
         service = self.service_did()
         if account.network != NETWORK or not account.remote_id:
-            raise HTTPException(422, "account_id: publish the feed with a Bluesky account")
+            raise Invalid("account_id: publish the feed with a Bluesky account")
         chat = await self.rooms.get_chat(slug)
         rkey = record_key(chat.slug)
         description = chat.description or (
@@ -197,11 +197,11 @@ class Feeds:
         """Delete the chat's feed record from ``account``'s repository and forget it."""
         row = await self.published(slug)
         if row is None:
-            raise HTTPException(404, "this chat's feed is not published")
+            raise NotFound("this chat's feed is not published")
         publisher, rkey = parse_feed_uri(row["uri"])
         if account.remote_id != publisher:
-            raise HTTPException(
-                403, "account_id: the feed was published from another Bluesky account; use that one"
+            raise Forbidden(
+                "account_id: the feed was published from another Bluesky account; use that one"
             )
         await accounts.write_record(account, GENERATOR_COLLECTION, rkey, None)
 

@@ -18,9 +18,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from fastapi import HTTPException, Request
+from fastapi import Request
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import RateLimited
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +178,7 @@ async def enforce(request: Request, quota: Quota) -> None:
     if wait is None:
         return
     seconds = max(1, math.ceil(wait))
-    raise HTTPException(
-        429,
+    raise RateLimited(
         f"too many {quota.what} from your address: at most {limit} per {_per(quota.window)}; "
         f"try again in {seconds} s",
         headers={"Retry-After": str(seconds)},

@@ -18,6 +18,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .config import Settings, get_settings
 from .db import make_engine
+from .errors import Invalid
+from .errors import install as install_errors
 from .feeds import Feeds
 from .guard import RequestGuard
 from .hub import Fanout, Hub, LocalFanout
@@ -126,11 +128,7 @@ async def _validate_schedule(raw: dict[str, Any]) -> dict[str, Any]:
     try:
         schedule = Schedule.from_api(raw)
     except ValueError as exc:
-        from fastapi import HTTPException
-
-        raise HTTPException(
-            422, str(exc) if str(exc).startswith("schedule") else f"schedule.{exc}"
-        ) from exc
+        raise Invalid(str(exc) if str(exc).startswith("schedule") else f"schedule.{exc}") from exc
     return schedule.to_api()
 
 
@@ -261,6 +259,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ws_slots = ConnectionSlots()
 
     install_all(app, settings)
+
+    install_errors(app)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -28,6 +28,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from . import events
+from .errors import Conflict
 from .events import Frame
 from .models import Chat, ChatPerson, ModAction, Post, RoomRule, utcnow
 from .present import iso, post_json
@@ -59,10 +60,6 @@ ACTION_VERBS = {
     "schedule": "Changed the schedule:",
     "hashtags": "Changed the hashtags to",
 }
-
-
-class Conflict(Exception):
-    """The change cannot be made in the room's current state (→ 409 with this message)."""
 
 
 # -- validation ----------------------------------------------------------------------------

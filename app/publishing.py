@@ -3,8 +3,9 @@
 Each network provides a :class:`Publisher` (protocol code lives in ``app/networks``; a
 publisher adapts it). This module owns what is common: sealed credentials, who may use an
 account, the hashtag and length rules, optimistic storage of the new post and the mapping of
-remote errors to clear HTTP answers. The post appears in the room at once (``pending``) and is
-reconciled — same network and remote id — when it comes back through the network's stream.
+remote errors to clear domain errors (``app.errors``). The post appears in the room at once
+(``pending``) and is reconciled — same network and remote id — when it comes back through the
+network's stream.
 """
 
 from __future__ import annotations
@@ -16,10 +17,17 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from fastapi import HTTPException
 from sqlalchemy import select
 from sqlmodel import Session
 
+from .errors import (
+    Forbidden,
+    Invalid,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+    UpstreamFailed,
+)
 from .models import Account, Chat, Post, PostAlias, Source
 from .networks.base import (
     AuthError,
@@ -32,7 +40,7 @@ from .networks.base import (
     Upsert,
 )
 from .present import post_json
-from .rooms import NotFound, Rooms
+from .rooms import Rooms
 from .security import Vault
 
 
@@ -155,8 +163,7 @@ class Accounts:
     def publisher(self, network: str) -> Publisher:
         pub = self.publishers.get(network)
         if pub is None:
-            raise HTTPException(
-                422,
+            raise Invalid(
                 f"network: accounts on {network!r} cannot be connected here; available: "
                 + (", ".join(sorted(self.publishers)) or "none"),
             )
@@ -168,11 +175,11 @@ class Accounts:
         try:
             connected = await pub.connect(fields)
         except ValueError as exc:
-            raise HTTPException(422, str(exc)) from exc
+            raise Invalid(str(exc)) from exc
         except AuthError as exc:
-            raise HTTPException(401, f"{network} refused these credentials: {exc}") from exc
+            raise Unauthorized(f"{network} refused these credentials: {exc}") from exc
         except NetworkError as exc:
-            raise HTTPException(502, f"could not reach {network}: {exc}") from exc
+            raise UpstreamFailed(f"could not reach {network}: {exc}") from exc
         return await self.add(network, connected)
 
     async def add(self, network: str, connected: Connected) -> tuple[Account, str]:
@@ -198,7 +205,7 @@ class Accounts:
     async def get(self, account_id: int) -> Account:
         account = await self.rooms.read(lambda s: s.get(Account, account_id))
         if account is None:
-            raise HTTPException(404, f"no account {account_id}")
+            raise NotFound(f"no account {account_id}")
         return account
 
     async def describe(self, ids: list[int], networks: set[str]) -> list[dict[str, Any]]:
@@ -265,13 +272,11 @@ class Accounts:
         the other ways without losing the text."""
         pub = self.publisher(account.network)
         if not body.strip():
-            raise HTTPException(422, "text: the post is empty")
+            raise Invalid("text: the post is empty")
         if quote_of is not None and in_reply_to is not None:
-            raise HTTPException(422, "quote_of: give either in_reply_to or quote_of, not both")
+            raise Invalid("quote_of: give either in_reply_to or quote_of, not both")
         if quote_of is not None and not getattr(pub, "quotes", False):
-            raise HTTPException(
-                422, f"quote_of: quoting a post is not offered for {account.network}"
-            )
+            raise Invalid(f"quote_of: quoting a post is not offered for {account.network}")
         referenced = in_reply_to if in_reply_to is not None else quote_of
 
         def load(session: Session) -> tuple[Chat, bool, Post | None, dict[str, str]]:
@@ -288,13 +293,9 @@ class Accounts:
             parent = session.get(Post, referenced) if referenced is not None else None
             return chat, follows, parent, local_ids(session, parent)
 
-        try:
-            chat, follows, parent, parent_ids = await self.rooms.read(load)
-        except NotFound as exc:
-            raise HTTPException(404, str(exc)) from exc
+        chat, follows, parent, parent_ids = await self.rooms.read(load)
         if not follows:
-            raise HTTPException(
-                422,
+            raise Invalid(
                 f"account_id: this chat does not follow {account.network}; "
                 "post with an account of a network it follows",
             )
@@ -302,10 +303,9 @@ class Accounts:
         if referenced is not None:
             name = "in_reply_to" if in_reply_to is not None else "quote_of"
             if parent is None or parent.chat_id != chat.id or parent.deleted:
-                raise HTTPException(404, f"{name}: no post {referenced} in this chat")
+                raise NotFound(f"{name}: no post {referenced} in this chat")
             if parent.network != account.network:
-                raise HTTPException(
-                    422,
+                raise Invalid(
                     f"{name}: that post is on {parent.network}; reply to it with a "
                     f"{parent.network} account",
                 )
@@ -324,8 +324,7 @@ class Accounts:
         rule = await pub.length_rule(account, secret)
         length = await asyncio.to_thread(rule.count, final)  # X's counting is not cheap
         if length > rule.limit:
-            raise HTTPException(
-                422,
+            raise Invalid(
                 f"text: {length} characters with the hashtag, {account.network} allows "
                 f"{rule.limit}; shorten it by {length - rule.limit}",
             )
@@ -336,41 +335,33 @@ class Accounts:
         try:
             result = await pub.publish(account, secret, final, target, key)
         except AuthError as exc:
-            raise HTTPException(
-                401, f"{account.network} refused your account ({exc}); sign in again"
+            raise Unauthorized(
+                f"{account.network} refused your account ({exc}); sign in again"
             ) from exc
         except ReplyRefused as exc:
-            raise HTTPException(
-                403,
-                {
-                    "code": "reply_refused",
-                    "message": f"{account.network} refused this reply: {exc}. Your text is "
-                    "kept: post it as a quote of that post (with the hashtag), or open the "
-                    f"reply on {account.network}'s own site.",
-                    "fallbacks": {
-                        "quote_of": parent.id if parent is not None else None,
-                        "intent_url": exc.intent_url,
-                    },
+            raise Forbidden(
+                f"{account.network} refused this reply: {exc}. Your text is "
+                "kept: post it as a quote of that post (with the hashtag), or open the "
+                f"reply on {account.network}'s own site.",
+                code="reply_refused",
+                fallbacks={
+                    "quote_of": parent.id if parent is not None else None,
+                    "intent_url": exc.intent_url,
                 },
             ) from exc
         except ReplyTargetUnresolved as exc:
-            raise HTTPException(
-                422,
-                {
-                    "code": "reply_target_unresolved",
-                    "message": f"{exc}. Your text is kept: post it without the reply link, "
-                    "or cancel the reply.",
-                    "fallbacks": {"without_reply": True},
-                },
+            raise Invalid(
+                f"{exc}. Your text is kept: post it without the reply link, or cancel the reply.",
+                code="reply_target_unresolved",
+                fallbacks={"without_reply": True},
             ) from exc
         except RemoteRejected as exc:
-            raise HTTPException(422, f"{account.network} rejected the post: {exc}") from exc
+            raise Invalid(f"{account.network} rejected the post: {exc}") from exc
         except NetworkError as exc:
             headers = {}
             if exc.retry_after:
                 headers["Retry-After"] = str(int(exc.retry_after) + 1)
-                raise HTTPException(
-                    429,
+                raise RateLimited(
                     f"{account.network} is rate-limiting posts; try again in "
                     f"{int(exc.retry_after) + 1} s (your draft is kept)",
                     headers=headers,
@@ -378,8 +369,8 @@ class Accounts:
             # The upstream's own answer (often an HTML error page) goes to the log only.
             log.warning("posting to %s failed: %s", account.network, exc)
             said = f"it answered HTTP {exc.status}" if exc.status else "it did not answer"
-            raise HTTPException(
-                502, f"could not post to {account.network}: {said} (your draft is kept)"
+            raise UpstreamFailed(
+                f"could not post to {account.network}: {said} (your draft is kept)"
             ) from exc
         if result.secret is not None:
             await self._reseal(account.id, result.secret)  # type: ignore[arg-type]
@@ -389,28 +380,27 @@ class Accounts:
         self, account: Account, collection: str, rkey: str, record: dict[str, Any] | None
     ) -> dict[str, Any]:
         """Put (or, with None, delete) a record in the account's own repository, on networks
-        that have repositories (Bluesky). Remote errors become HTTP answers in our words."""
+        that have repositories (Bluesky). Remote errors become domain errors in our words."""
         pub = self.publisher(account.network)
         write = getattr(pub, "write_record", None)
         if write is None:
-            raise HTTPException(
-                422, f"account_id: a {account.network} account cannot publish records; use Bluesky"
+            raise Invalid(
+                f"account_id: a {account.network} account cannot publish records; use Bluesky"
             )
         secret = self.vault.open(account.secret)
         try:
             result, renewed = await write(account, secret, collection, rkey, record)
         except AuthError as exc:
-            raise HTTPException(
-                401,
+            raise Unauthorized(
                 f"{account.network} refused your account ({exc.status or 'auth'}); sign in again",
             ) from exc
         except RemoteRejected as exc:
-            raise HTTPException(
-                422, f"{account.network} refused the record (HTTP {exc.status or 400})"
+            raise Invalid(
+                f"{account.network} refused the record (HTTP {exc.status or 400})"
             ) from exc
         except NetworkError as exc:
-            raise HTTPException(
-                502, f"could not reach {account.network} (HTTP {exc.status or 'error'}); try again"
+            raise UpstreamFailed(
+                f"could not reach {account.network} (HTTP {exc.status or 'error'}); try again"
             ) from exc
         if renewed is not None:
             await self._reseal(account.id, renewed)  # type: ignore[arg-type]

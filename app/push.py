@@ -30,11 +30,12 @@ from sqlalchemy import delete, select
 from sqlmodel import Session
 
 from .config import Settings
+from .errors import NotFound, Unavailable
 from .leases import SCHEDULER, Leases, run_while_holding
 from .models import Chat, PushKey, PushSubscription
 from .networks.webpush import Subscription, VapidKeys, deliver
 from .outbound import OutboundPolicy, check_url
-from .rooms import NotFound, RoomNote, Rooms
+from .rooms import RoomNote, Rooms
 from .schedule import next_session
 from .scheduler import schedule_of
 from .security import Vault
@@ -56,7 +57,7 @@ MAX_PER_DEVICE = 50
 STARTS_POLL = 30.0
 
 
-class PushUnavailable(RuntimeError):
+class PushUnavailable(Unavailable, RuntimeError):
     """The stored VAPID key cannot be opened (HASHROOM_SECRET_KEY changed)."""
 
 

@@ -27,6 +27,7 @@ from sqlmodel import Session
 from . import events, text
 from .config import Settings
 from .db import session_scope
+from .errors import Invalid, NotFound
 from .events import Frame
 from .hub import Fanout, Hub, LocalFanout
 from .models import (
@@ -111,14 +112,6 @@ def forget_config(chat_id: int) -> None:
     """Drop the cached hosts/blocks/rules of ``chat_id`` (another process changed them)."""
     for key in [k for k in _config_cache if k[1] == chat_id]:
         _config_cache.pop(key, None)
-
-
-class NotFound(LookupError):
-    """The chat or post does not exist (→ 404)."""
-
-
-class Invalid(ValueError):
-    """The request is well-formed but not acceptable (→ 400/422 with this message)."""
 
 
 @dataclass(slots=True)

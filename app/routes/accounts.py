@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
 from ..deps import CsrfDep, RowId
+from ..errors import NotFound, Unavailable
 from ..grants import account_allowed, forget_account, grant_account, session_account_ids
 from ..limits import ACCOUNTS, limit
 from ..models import Account
@@ -40,7 +41,7 @@ def account_json(account: Account) -> dict[str, Any]:
 def _accounts(request: Request) -> Accounts:
     accounts = request.app.state.accounts
     if accounts is None:
-        raise HTTPException(503, "accounts are not available on this server")
+        raise Unavailable("accounts are not available on this server")
     return accounts
 
 
@@ -74,7 +75,7 @@ async def session_accounts(request: Request) -> list[Account]:
     for account_id in session_account_ids(request.session):
         try:
             account = await _accounts(request).get(account_id)
-        except HTTPException:  # disconnected: its grant died with it
+        except (NotFound, Unavailable):  # disconnected: its grant died with it
             continue
         if account_allowed(request.session, _secret(request), account):
             out.append(account)

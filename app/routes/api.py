@@ -10,9 +10,10 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from .. import text
 from ..deps import INT64_MAX, CsrfDep, IngestDep, RoomsDep, RowId, SettingsDep
+from ..errors import Invalid
 from ..grants import grant_moderator, host_link_token, is_moderator, vouched_host
 from ..limits import CHATS, POSTS, limit
-from ..rooms import Invalid, NotFound, SourceSpec, chat_json
+from ..rooms import SourceSpec, chat_json
 from ..security import key_matches
 from .errors import errors
 from .moderation import ActorDep
@@ -121,12 +122,6 @@ class QuestionIn(BaseModel):
     author: str = Field("Host", max_length=60)
 
 
-def _http_error(exc: Exception) -> HTTPException:
-    if isinstance(exc, NotFound):
-        return HTTPException(404, str(exc))
-    return HTTPException(422, str(exc))
-
-
 def check_length(value: str, limit: int) -> None:
     """Refuse oversized input before any work is done on it."""
     if len(value) > limit:
@@ -154,14 +149,12 @@ async def create_chat_from(
     network = body.network
     builders = request.app.state.source_builders
     if len(body.tags) > settings.max_hashtags_per_chat:
-        raise HTTPException(
-            422,
+        raise Invalid(
             f"hashtags: {len(body.tags)} given; a chat follows at most "
             f"{settings.max_hashtags_per_chat}",
         )
     if body.sources and len(body.sources) > settings.max_sources_per_chat:
-        raise HTTPException(
-            422,
+        raise Invalid(
             f"sources: {len(body.sources)} given; a chat may follow at most "
             f"{settings.max_sources_per_chat}",
         )
@@ -169,24 +162,23 @@ async def create_chat_from(
         for src in body.sources:
             builder = builders.get(src.network)
             if builder is None:
-                raise HTTPException(422, f"sources: network {src.network!r} is not supported here")
+                raise Invalid(f"sources: network {src.network!r} is not supported here")
             try:
                 specs.append(await builder(src.model_dump(), body.reply_tag))
             except ValueError as exc:
-                raise HTTPException(422, f"sources: {exc}") from exc
+                raise Invalid(f"sources: {exc}") from exc
         network = specs[0].network if network == "native" and specs else network
     elif network not in CREATABLE_NETWORKS:
         builder = builders.get(network)
         if builder is None:
-            raise HTTPException(
-                422,
+            raise Invalid(
                 f"network {network!r} is not available; use one of: "
                 + ", ".join(sorted(CREATABLE_NETWORKS | set(builders))),
             )
         try:
             specs.append(await builder({"network": network}, body.reply_tag))
         except ValueError as exc:
-            raise HTTPException(422, f"network: {exc}") from exc
+            raise Invalid(f"network: {exc}") from exc
     schedule = None
     if body.schedule is not None:
         schedule = await request.app.state.validate_schedule(body.schedule)
@@ -200,8 +192,8 @@ async def create_chat_from(
             sources=specs,
             schedule=schedule,
         )
-    except (Invalid, ValueError) as exc:
-        raise HTTPException(422, str(exc)) from exc
+    except ValueError as exc:  # the text checks (app/text.py) raise plain ValueErrors
+        raise Invalid(str(exc)) from exc
     for source in sources:
         ingest.start(source, chat)
     if request.app.state.session_cookie in request.cookies:
@@ -235,11 +227,8 @@ async def create_chat(
 
 @router.get("/chats/{slug}", summary="A chat and its current pins")
 async def get_chat(slug: str, rooms: RoomsDep) -> dict[str, Any]:
-    try:
-        snap = await rooms.snapshot(slug, limit=1)
-        chat = await rooms.get_chat(slug)
-    except NotFound as exc:
-        raise _http_error(exc) from exc
+    snap = await rooms.snapshot(slug, limit=1)
+    chat = await rooms.get_chat(slug)
     return {
         "chat": chat_json(chat),
         "pins": [{"pin": p["pin"], "post": p["post"]} for p in snap.pins],
@@ -259,10 +248,7 @@ async def list_posts(
     before: int | None = Query(None, ge=1, le=INT64_MAX),
     limit: int = Query(50, ge=1, le=500),
 ) -> dict[str, Any]:
-    try:
-        items = await rooms.posts_before(slug, before, limit)
-    except NotFound as exc:
-        raise _http_error(exc) from exc
+    items = await rooms.posts_before(slug, before, limit)
     return {"items": items, "more": len(items) == limit}
 
 
@@ -273,10 +259,7 @@ async def list_events(
     after: int = Query(0, ge=0, le=INT64_MAX),
     limit: int = Query(100, ge=1, le=1000),
 ) -> dict[str, Any]:
-    try:
-        chat, frames = await rooms.events_after(slug, after, limit)
-    except NotFound as exc:
-        raise _http_error(exc) from exc
+    chat, frames = await rooms.events_after(slug, after, limit)
     return {
         "epoch": chat.epoch,
         "head": chat.last_offset,
@@ -302,10 +285,7 @@ async def create_post(
             raise HTTPException(422, "account_id: posting through network accounts is not set up")
         return await publish(request, slug, body)
     author = body.author or request.session.get("name", "")
-    try:
-        chat = await rooms.get_chat(slug)
-    except NotFound as exc:
-        raise _http_error(exc) from exc
+    chat = await rooms.get_chat(slug)
     vouched = await vouched_poster(request, chat)
     if vouched is not None and vouched.get("name"):
         author = vouched["name"]  # a host link names its holder; the form cannot rename them
@@ -313,8 +293,8 @@ async def create_post(
         post = await rooms.add_native_post(
             slug, body.text, author, body.in_reply_to, vouched=vouched is not None
         )
-    except (NotFound, Invalid, ValueError) as exc:
-        raise _http_error(exc) from exc
+    except ValueError as exc:  # the text checks (app/text.py) raise plain ValueErrors
+        raise Invalid(str(exc)) from exc
     if request.app.state.session_cookie in request.cookies:
         request.session["name"] = text.clean_name(author)
     return post
@@ -343,10 +323,7 @@ async def vouched_poster(request: Request, chat: Any) -> dict[str, str] | None:
     "/chats/{slug}/pins/{post_id}", summary="Pin a post (moderators)", responses=errors(401, 403)
 )
 async def pin_post(slug: str, post_id: RowId, rooms: RoomsDep, actor: ActorDep) -> dict[str, Any]:
-    try:
-        return {"pin": await rooms.pin(slug, post_id, actor=actor)}
-    except NotFound as exc:
-        raise _http_error(exc) from exc
+    return {"pin": await rooms.pin(slug, post_id, actor=actor)}
 
 
 @router.delete(
@@ -356,10 +333,7 @@ async def pin_post(slug: str, post_id: RowId, rooms: RoomsDep, actor: ActorDep) 
     responses=errors(401, 403),
 )
 async def unpin_post(slug: str, post_id: RowId, rooms: RoomsDep, actor: ActorDep) -> Response:
-    try:
-        changed = await rooms.unpin(slug, post_id, actor=actor)
-    except NotFound as exc:
-        raise _http_error(exc) from exc
+    changed = await rooms.unpin(slug, post_id, actor=actor)
     if not changed:
         raise HTTPException(404, f"post {post_id} is not pinned")
     return Response(status_code=204)
@@ -377,8 +351,8 @@ async def ask_question(
     check_length(body.text, settings.max_request_text)
     try:
         return await rooms.ask_question(slug, body.text, body.author or "Host", actor=actor)
-    except (NotFound, Invalid, ValueError) as exc:
-        raise _http_error(exc) from exc
+    except ValueError as exc:  # the text checks (app/text.py) raise plain ValueErrors
+        raise Invalid(str(exc)) from exc
 
 
 @router.put(
@@ -387,10 +361,7 @@ async def ask_question(
     responses=errors(401, 403),
 )
 async def hide_post(slug: str, post_id: RowId, rooms: RoomsDep, actor: ActorDep) -> dict[str, Any]:
-    try:
-        changed = await rooms.set_hidden(slug, post_id, True, actor=actor)
-    except NotFound as exc:
-        raise _http_error(exc) from exc
+    changed = await rooms.set_hidden(slug, post_id, True, actor=actor)
     return {"post_id": post_id, "hidden": True, "changed": changed}
 
 
@@ -402,10 +373,7 @@ async def hide_post(slug: str, post_id: RowId, rooms: RoomsDep, actor: ActorDep)
 async def unhide_post(
     slug: str, post_id: RowId, rooms: RoomsDep, actor: ActorDep
 ) -> dict[str, Any]:
-    try:
-        changed = await rooms.set_hidden(slug, post_id, False, actor=actor)
-    except NotFound as exc:
-        raise _http_error(exc) from exc
+    changed = await rooms.set_hidden(slug, post_id, False, actor=actor)
     return {"post_id": post_id, "hidden": False, "changed": changed}
 
 
@@ -424,10 +392,7 @@ class HostLinkIn(BaseModel):
 async def rotate_moderator_key(
     slug: str, request: Request, rooms: RoomsDep, settings: SettingsDep, actor: ActorDep
 ) -> dict[str, Any]:
-    try:
-        chat, key = await rooms.rotate_moderator_key(slug)
-    except NotFound as exc:
-        raise _http_error(exc) from exc
+    chat, key = await rooms.rotate_moderator_key(slug)
     if actor.startswith("moderator link"):  # the browser that rotated stays a moderator
         grant_moderator(request.session, settings.secret_key, chat)
     return {
@@ -457,10 +422,7 @@ async def make_host_link(
     name = text.clean_name(body.name)
     if not name:
         raise HTTPException(422, "name: give the host's display name")
-    try:
-        chat = await rooms.get_chat(slug)
-    except NotFound as exc:
-        raise _http_error(exc) from exc
+    chat = await rooms.get_chat(slug)
     token = host_link_token(settings.secret_key, chat, name, body.role)
     return {
         "name": name,

@@ -20,12 +20,13 @@ import secrets
 import time
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from ..errors import RateLimited
 from ..grants import forget_account
 from ..limits import SIGN_INS, enforce
 from ..models import Account, OAuthApp
@@ -174,9 +175,9 @@ async def start(
     back = safe_next(next)
     try:
         await enforce(request, SIGN_INS)  # each start may register an app on an instance
-    except HTTPException as exc:
-        page = _problem(request, exc.status_code, str(exc.detail), back)
-        page.headers.update(exc.headers or {})
+    except RateLimited as exc:  # a sign-in page, not the API's JSON body
+        page = _problem(request, exc.status, exc.message, back)
+        page.headers.update(exc.headers)
         return page
     try:
         base = normalize_instance(instance, policy=request.app.state.outbound)

@@ -18,9 +18,10 @@ import secrets
 import time
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from ..errors import RateLimited
 from ..limits import SIGN_INS, enforce
 from ..networks import x
 from ..networks.base import AuthError, NetworkError
@@ -92,9 +93,9 @@ async def start(
     back = safe_next(next)
     try:
         await enforce(request, SIGN_INS)
-    except HTTPException as exc:
-        page = _problem(request, exc.status_code, str(exc.detail), back)
-        page.headers.update(exc.headers or {})
+    except RateLimited as exc:  # a sign-in page, not the API's JSON body
+        page = _problem(request, exc.status, exc.message, back)
+        page.headers.update(exc.headers)
         return page
     if not settings.x_client_id:
         return _problem(

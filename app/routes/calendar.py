@@ -11,11 +11,11 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from ..deps import RoomsDep, SettingsDep
 from ..moderation import Moderation
-from ..rooms import NotFound, chat_json
+from ..rooms import chat_json
 from ..schedule import ChatCalendarEntry, calendar_ics
 from ..scheduler import schedule_of, upcoming_sessions
 from .errors import errors
-from .moderation import ActorDep, checked
+from .moderation import ActorDep
 from .transcripts import parse_moment
 
 router = APIRouter(responses=errors(404, 422))
@@ -54,7 +54,7 @@ async def put_schedule(slug: str, request: Request, actor: ActorDep) -> dict[str
     state = request.app.state
     schedule = await state.validate_schedule(raw) if raw is not None else None
     moderation: Moderation = state.moderation
-    return {"schedule": await checked(moderation.set_schedule(slug, schedule, actor))}
+    return {"schedule": await moderation.set_schedule(slug, schedule, actor)}
 
 
 @router.get(
@@ -121,10 +121,7 @@ async def all_chats_ics(request: Request, rooms: RoomsDep, settings: SettingsDep
     responses=ICS_RESPONSE,
 )
 async def chat_ics(slug: str, request: Request, rooms: RoomsDep, settings: SettingsDep) -> Response:
-    try:
-        chat = chat_json(await rooms.get_chat(slug))
-    except NotFound as exc:
-        raise HTTPException(404, str(exc)) from exc
+    chat = chat_json(await rooms.get_chat(slug))
     # A chat without a schedule gets an empty but valid calendar: a subscription made while
     # it had one keeps working.
     entry = _entry(chat)

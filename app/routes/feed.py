@@ -12,7 +12,6 @@ from pydantic import BaseModel, Field
 from ..deps import INT64_MAX, ModeratorDep, SettingsDep
 from ..feeds import Feeds
 from ..networks.feedgen import FeedError, check_limit, did_document
-from ..rooms import NotFound
 from .accounts import _accounts, usable_account
 from .errors import errors
 
@@ -89,10 +88,7 @@ class FeedPublishIn(BaseModel):
     responses=errors(404),
 )
 async def feed_status(slug: str, request: Request) -> dict[str, Any]:
-    try:
-        return {"feed": await _feeds(request).published(slug)}
-    except NotFound as exc:
-        raise HTTPException(404, str(exc)) from exc
+    return {"feed": await _feeds(request).published(slug)}
 
 
 @router.put(

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse
 
 from ..deps import RoomsDep
-from ..rooms import NotFound
 from ..templating import STATIC_DIR
 
 router = APIRouter(tags=["app"], include_in_schema=False)
@@ -66,10 +65,7 @@ async def site_manifest(request: Request) -> JSONResponse:
 
 @router.get("/c/{slug}/manifest.webmanifest")
 async def room_manifest(slug: str, request: Request, rooms: RoomsDep) -> JSONResponse:
-    try:
-        chat = await rooms.get_chat(slug)
-    except NotFound as exc:
-        raise HTTPException(404, str(exc)) from exc
+    chat = await rooms.get_chat(slug)
     body = manifest(
         f"#{chat.hashtag} — {chat.title}"[:100],
         f"#{chat.hashtag}"[:30],

@@ -4,8 +4,7 @@ needs the chat's moderator key or moderator cookie (with its CSRF token)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field, field_validator
@@ -13,10 +12,9 @@ from starlette.requests import HTTPConnection
 
 from .. import text
 from ..deps import ModeratorDep, RowId, SettingsDep
-from ..moderation import MAX_PEOPLE, Conflict, Moderation, Person, actor_label
+from ..moderation import MAX_PEOPLE, Moderation, Person, actor_label
 from ..moderation import normalize_handle as _handle
 from ..moderation import normalize_network as _network
-from ..rooms import Invalid, NotFound
 from .errors import errors
 
 router = APIRouter(
@@ -25,7 +23,6 @@ router = APIRouter(
     responses=errors(400, 401, 403, 404, 409, 413, 422),
 )
 
-T = TypeVar("T")
 ACTOR_HEADER = "x-moderator-name"
 
 
@@ -48,32 +45,6 @@ async def moderator_actor(request: Request, how: ModeratorDep) -> str:
 
 # A moderator of the chat in the path, as the action log names them.
 ActorDep = Annotated[str, Depends(moderator_actor)]
-
-
-async def checked(call: Awaitable[T]) -> T:
-    """Await a moderation call, turning its errors into clear HTTP errors."""
-    try:
-        return await call
-    except NotFound as exc:
-        raise HTTPException(404, str(exc)) from exc
-    except Conflict as exc:
-        raise HTTPException(409, str(exc)) from exc
-    except Invalid as exc:
-        raise HTTPException(422, str(exc)) from exc
-
-
-def _person(network: str | None, handle: str, role: str) -> Person:
-    try:
-        return Person.parse(network, handle, role)
-    except Invalid as exc:
-        raise HTTPException(422, str(exc)) from exc
-
-
-def _who(network: str | None, handle: str) -> tuple[str, str]:
-    try:
-        return _network(network), _handle(handle)
-    except Invalid as exc:
-        raise HTTPException(422, str(exc)) from exc
 
 
 class PersonIn(BaseModel):
@@ -137,7 +108,7 @@ async def replace_hashtags(
             f"hashtags: {len(body.hashtags)} given; a chat follows at most "
             f"{settings.max_hashtags_per_chat}",
         )
-    return await checked(moderation.set_hashtags(slug, body.hashtags, actor))
+    return await moderation.set_hashtags(slug, body.hashtags, actor)
 
 
 # -- hosts and guests ------------------------------------------------------------------------
@@ -145,7 +116,7 @@ async def replace_hashtags(
 
 @router.get("/people", summary="The chat's hosts and guests")
 async def list_people(slug: str, moderation: ModerationDep) -> dict[str, Any]:
-    return {"people": await checked(moderation.people(slug))}
+    return {"people": await moderation.people(slug)}
 
 
 @router.put(
@@ -156,16 +127,16 @@ async def list_people(slug: str, moderation: ModerationDep) -> dict[str, Any]:
 async def replace_people(
     slug: str, body: PeopleIn, moderation: ModerationDep, actor: ActorDep
 ) -> dict[str, Any]:
-    people = [_person(p.network, p.handle, p.role) for p in body.people]
-    return await checked(moderation.change_people(slug, actor, replace=people))
+    people = [Person.parse(p.network, p.handle, p.role) for p in body.people]
+    return await moderation.change_people(slug, actor, replace=people)
 
 
 @router.post("/people", summary="Add a host or guest (moderators)")
 async def add_person(
     slug: str, body: PersonIn, moderation: ModerationDep, actor: ActorDep
 ) -> dict[str, Any]:
-    person = _person(body.network, body.handle, body.role)
-    return await checked(moderation.change_people(slug, actor, add=[person]))
+    person = Person.parse(body.network, body.handle, body.role)
+    return await moderation.change_people(slug, actor, add=[person])
 
 
 @router.delete("/people", summary="Remove a host or guest (moderators)")
@@ -173,10 +144,10 @@ async def remove_person(
     slug: str, body: PersonOutIn, moderation: ModerationDep, actor: ActorDep
 ) -> dict[str, Any]:
     roles = [body.role] if body.role else ["host", "guest"]
-    people = [_person(body.network, body.handle, role) for role in roles]
-    result = await checked(moderation.change_people(slug, actor, remove=people))
+    people = [Person.parse(body.network, body.handle, role) for role in roles]
+    result = await moderation.change_people(slug, actor, remove=people)
     if not result["removed"]:
-        network, handle = _who(body.network, body.handle)
+        network, handle = _network(body.network), _handle(body.handle)
         where = "" if network == "*" else f" on {network}"
         raise HTTPException(404, f"@{handle}{where} is not a host or guest of this chat")
     return result
@@ -187,7 +158,7 @@ async def remove_person(
 
 @router.get("/blocks", summary="Blocked authors (moderators)")
 async def list_blocks(slug: str, moderation: ModerationDep, _actor: ActorDep) -> dict[str, Any]:
-    return {"blocks": await checked(moderation.blocks(slug))}
+    return {"blocks": await moderation.blocks(slug)}
 
 
 @router.put(
@@ -199,8 +170,8 @@ async def list_blocks(slug: str, moderation: ModerationDep, _actor: ActorDep) ->
 async def block(
     slug: str, body: BlockIn, moderation: ModerationDep, actor: ActorDep
 ) -> dict[str, Any]:
-    network, handle = _who(body.network, body.handle)
-    return await checked(moderation.block(slug, network, handle, actor))
+    network, handle = _network(body.network), _handle(body.handle)
+    return await moderation.block(slug, network, handle, actor)
 
 
 @router.delete(
@@ -211,8 +182,8 @@ async def block(
 async def unblock(
     slug: str, body: BlockIn, moderation: ModerationDep, actor: ActorDep
 ) -> dict[str, Any]:
-    network, handle = _who(body.network, body.handle)
-    return await checked(moderation.unblock(slug, network, handle, actor))
+    network, handle = _network(body.network), _handle(body.handle)
+    return await moderation.unblock(slug, network, handle, actor)
 
 
 # -- rules and the review queue ----------------------------------------------------------------
@@ -220,7 +191,7 @@ async def unblock(
 
 @router.get("/rules", summary="Hold-for-review rules (moderators)")
 async def list_rules(slug: str, moderation: ModerationDep, _actor: ActorDep) -> dict[str, Any]:
-    return {"rules": await checked(moderation.rules(slug))}
+    return {"rules": await moderation.rules(slug)}
 
 
 @router.post(
@@ -234,40 +205,40 @@ async def list_rules(slug: str, moderation: ModerationDep, _actor: ActorDep) -> 
 async def add_rule(
     slug: str, body: RuleIn, moderation: ModerationDep, actor: ActorDep
 ) -> dict[str, Any]:
-    return await checked(moderation.add_rule(slug, body.kind, body.pattern, actor))
+    return await moderation.add_rule(slug, body.kind, body.pattern, actor)
 
 
 @router.delete("/rules", summary="Remove a rule by kind and pattern (moderators)")
 async def remove_rule(
     slug: str, body: RuleIn, moderation: ModerationDep, actor: ActorDep
 ) -> dict[str, Any]:
-    return await checked(moderation.remove_rule(slug, actor, kind=body.kind, pattern=body.pattern))
+    return await moderation.remove_rule(slug, actor, kind=body.kind, pattern=body.pattern)
 
 
 @router.delete("/rules/{rule_id}", summary="Remove a rule by id (moderators)")
 async def remove_rule_by_id(
     slug: str, rule_id: RowId, moderation: ModerationDep, actor: ActorDep
 ) -> dict[str, Any]:
-    return await checked(moderation.remove_rule(slug, actor, rule_id=rule_id))
+    return await moderation.remove_rule(slug, actor, rule_id=rule_id)
 
 
 @router.get("/held", summary="Posts held for review, oldest first (moderators)")
 async def list_held(slug: str, moderation: ModerationDep, _actor: ActorDep) -> dict[str, Any]:
-    return {"posts": await checked(moderation.held(slug))}
+    return {"posts": await moderation.held(slug)}
 
 
 @router.post("/held/{post_id}/approve", summary="Show a held post to everyone (moderators)")
 async def approve(
     slug: str, post_id: RowId, moderation: ModerationDep, actor: ActorDep
 ) -> dict[str, Any]:
-    return await checked(moderation.review(slug, post_id, True, actor))
+    return await moderation.review(slug, post_id, True, actor)
 
 
 @router.post("/held/{post_id}/reject", summary="Keep a held post hidden (moderators)")
 async def reject(
     slug: str, post_id: RowId, moderation: ModerationDep, actor: ActorDep
 ) -> dict[str, Any]:
-    return await checked(moderation.review(slug, post_id, False, actor))
+    return await moderation.review(slug, post_id, False, actor)
 
 
 # -- the action log ----------------------------------------------------------------------------
@@ -280,7 +251,7 @@ async def list_actions(
     _actor: ActorDep,
     limit: int = Query(100, ge=1, le=1000),
 ) -> dict[str, Any]:
-    return {"actions": await checked(moderation.actions(slug, limit))}
+    return {"actions": await moderation.actions(slug, limit)}
 
 
 @router.post(
@@ -292,7 +263,7 @@ async def list_actions(
 async def undo_action(
     slug: str, action_id: RowId, moderation: ModerationDep, actor: ActorDep
 ) -> dict[str, Any]:
-    return await checked(moderation.undo(slug, action_id, actor))
+    return await moderation.undo(slug, action_id, actor)
 
 
 # -- sources -----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from .. import text
 from ..deps import IngestDep, RoomsDep, SettingsDep
+from ..errors import DomainError
 from ..grants import (
     grant_host,
     grant_moderator,
@@ -17,7 +18,7 @@ from ..grants import (
     read_host_link,
 )
 from ..limits import CHATS, enforce
-from ..rooms import NotFound, chat_hashtags
+from ..rooms import chat_hashtags
 from ..security import csrf_ok, csrf_token, key_matches
 from .accounts import session_accounts
 from .api import ChatIn, create_chat_from
@@ -118,10 +119,10 @@ async def create_chat_form(
         )
     except ValueError as exc:
         error = str(exc)
-    except HTTPException as exc:
-        error = str(exc.detail)
-        if exc.status_code == 429:  # over the quota: say when to come back, like the API
-            status, headers = 429, dict(exc.headers or {})
+    except DomainError as exc:
+        error = exc.message
+        if exc.status == 429:  # over the quota: say when to come back, like the API
+            status, headers = 429, dict(exc.headers)
     status = 201 if created else status
     if wants_json:
         return JSONResponse(created if created else {"detail": error}, status, headers)
@@ -145,10 +146,7 @@ async def create_chat_form(
 async def chat_page(
     slug: str, request: Request, rooms: RoomsDep, settings: SettingsDep, key: str | None = None
 ) -> Any:
-    try:
-        chat = await rooms.get_chat(slug)
-    except NotFound as exc:
-        raise HTTPException(404, str(exc)) from exc
+    chat = await rooms.get_chat(slug)
     if key is not None:
         # A moderator link of the older form (key in the query): take it, then drop the key
         # from the address bar. Links made now carry the key in the fragment instead.
@@ -193,10 +191,7 @@ async def chat_page(
 
 
 async def _chat_or_404(rooms: Any, slug: str) -> Any:
-    try:
-        return await rooms.get_chat(slug)
-    except NotFound as exc:
-        raise HTTPException(404, str(exc)) from exc
+    return await rooms.get_chat(slug)
 
 
 def _enter_page(request: Request, chat: Any, kind: str, error: str | None, status: int) -> Any:

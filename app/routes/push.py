@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
 from ..deps import CsrfDep, RowId
-from ..push import Push, PushUnavailable, check_kinds
-from ..rooms import NotFound
+from ..errors import Invalid
+from ..push import Push, check_kinds
 from .errors import errors
 
 router = APIRouter(
@@ -72,10 +72,7 @@ class SubscribeIn(BaseModel):
     "`applicationServerKey` to `pushManager.subscribe()`.",
 )
 async def public_key(push: PushDep) -> dict[str, str]:
-    try:
-        return {"key": push.public_key}
-    except PushUnavailable as exc:
-        raise HTTPException(503, str(exc)) from exc
+    return {"key": push.public_key}
 
 
 @router.post(
@@ -96,10 +93,8 @@ async def subscribe(body: SubscribeIn, request: Request, push: PushDep) -> dict[
         row, token = await push.subscribe(
             body.chat, body.subscription.model_dump(), kinds, accounts
         )
-    except NotFound as exc:
-        raise HTTPException(404, str(exc)) from exc
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from exc
+    except ValueError as exc:  # push's checks raise plain ValueErrors
+        raise Invalid(str(exc)) from exc
     return {**row, "token": token}
 
 
@@ -114,8 +109,5 @@ async def my_subscriptions(push: PushDep, token: TokenDep) -> list[dict[str, Any
     summary="Stop notifications from one chat",
 )
 async def unsubscribe(subscription_id: RowId, push: PushDep, token: TokenDep) -> Response:
-    try:
-        await push.remove(token, subscription_id)
-    except NotFound as exc:
-        raise HTTPException(404, str(exc)) from exc
+    await push.remove(token, subscription_id)
     return Response(status_code=204)

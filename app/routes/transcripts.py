@@ -25,7 +25,7 @@ from .. import qa, transcript, votes
 from ..deps import RoomsDep, SettingsDep
 from ..models import Chat, Pin, Post
 from ..present import post_json
-from ..rooms import NotFound, Rooms, chat_hashtags
+from ..rooms import Rooms, chat_hashtags
 from ..schedule import sessions
 from ..scheduler import schedule_of
 from ..templating import STATIC_DIR
@@ -111,10 +111,7 @@ async def read_room(rooms: Rooms, slug: str) -> RoomRead:
             pinned_questions=votes.question_ids(session, chat.id),  # type: ignore[arg-type]
         )
 
-    try:
-        return await rooms.read(fn)
-    except NotFound as exc:
-        raise HTTPException(404, str(exc)) from exc
+    return await rooms.read(fn)
 
 
 # -- live grouping ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from .. import votes
 from ..deps import CsrfDep, RoomsDep, RowId
 from ..limits import VOTES, limit
 from .errors import errors
-from .moderation import ActorDep, checked
+from .moderation import ActorDep
 
 router = APIRouter(prefix="/api/chats/{slug}/questions/{post_id}", tags=["questions"])
 
@@ -36,7 +36,7 @@ class AnsweredOut(BaseModel):
 async def _vote(request: Request, rooms: Any, slug: str, post_id: int, on: bool) -> dict[str, Any]:
     voter = await votes.voter_for(rooms, request.session, request.app.state.settings.secret_key)
     assert voter is not None  # created when missing
-    return await checked(votes.set_vote(rooms, slug, post_id, voter, on))
+    return await votes.set_vote(rooms, slug, post_id, voter, on)
 
 
 _VOTE_DOC = (
@@ -84,7 +84,7 @@ _ANSWERED_DOC = (
 async def mark_answered(
     slug: str, post_id: RowId, rooms: RoomsDep, _actor: ActorDep
 ) -> AnsweredOut:
-    return AnsweredOut(**await checked(votes.set_answered(rooms, slug, post_id, True)))
+    return AnsweredOut(**await votes.set_answered(rooms, slug, post_id, True))
 
 
 @router.delete(
@@ -96,4 +96,4 @@ async def mark_answered(
 async def unmark_answered(
     slug: str, post_id: RowId, rooms: RoomsDep, _actor: ActorDep
 ) -> AnsweredOut:
-    return AnsweredOut(**await checked(votes.set_answered(rooms, slug, post_id, False)))
+    return AnsweredOut(**await votes.set_answered(rooms, slug, post_id, False))

@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
 from .. import votes
 from ..deps import RoomsDep
 from ..present import post_json
-from ..rooms import NotFound, chat_hashtags
+from ..rooms import chat_hashtags
 
 router = APIRouter(include_in_schema=False)
 
@@ -53,11 +53,8 @@ async def wall(
     rooms: RoomsDep,
     top: int = Query(0, ge=0, le=MAX_TOP, description="List the N most voted open questions."),
 ) -> HTMLResponse:
-    try:
-        chat = await rooms.get_chat(slug)
-        snap = await rooms.snapshot(slug, limit=WALL_POSTS)
-    except NotFound as exc:
-        raise HTTPException(404, str(exc)) from exc
+    chat = await rooms.get_chat(slug)
+    snap = await rooms.snapshot(slug, limit=WALL_POSTS)
     question = current_question(snap.pins)
     tags = chat_hashtags(chat)
     ranked = []
