@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from app.text import sanitize_html
+from app.text import html_to_text, sanitize_html
 
 # The allowlist as the project defines it, written out here so a loosened sanitizer fails.
 TAGS = {"p", "br", "span", "a", "del", "pre", "code", "em", "strong", "b", "i", "u", "ul", "ol"}
@@ -158,6 +158,41 @@ def test_script_and_style_contents_removed(markup: str) -> None:
     out = sanitize_html(markup)
     assert "kept" in out
     assert "gone" not in out and "alert" not in out and "color" not in out
+
+
+@pytest.mark.parametrize(
+    "element",
+    [
+        "<object>gone</object>",
+        "<applet>gone</applet>",
+        "<noembed>gone</noembed>",
+        "<noframes>gone</noframes>",
+        "<select><option>gone</option></select>",
+        "<title>gone</title>",
+        "<xmp>gone</xmp>",
+        "<svg>gone</svg>",
+        "<math><mi>x</mi>gone</math>",
+    ],
+)
+def test_non_text_elements_removed_with_content(element: str) -> None:
+    """Embedded objects, form controls, raw-text elements and foreign SVG/MathML content
+    vanish whole, both when sanitizing and when reading markup as text."""
+    assert sanitize_html(f"<p>kept</p>{element}") == "<p>kept</p>"
+    assert html_to_text(f"<p>kept</p>{element}") == "kept"
+
+
+def test_comments_removed() -> None:
+    """HTML comments are dropped, so nothing hides in them."""
+    assert sanitize_html("<p>a<!-- hidden -->b</p>") == "<p>ab</p>"
+
+
+def test_plain_http_links_keep_their_href() -> None:
+    """http:// links are as valid as https:// ones."""
+    out = sanitize_html('<p><a href="http://example.org/a">x</a></p>')
+    assert Markup(out).elements[1] == (
+        "a",
+        {"href": "http://example.org/a", "target": "_blank", "rel": "nofollow noopener noreferrer"},
+    )
 
 
 def test_mastodon_hashtag_and_mention_markup_survives() -> None:

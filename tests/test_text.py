@@ -8,6 +8,7 @@ import pytest
 
 from app.text import (
     append_hashtag,
+    clean_name,
     contains_hashtag,
     count_graphemes,
     find_hashtags,
@@ -70,6 +71,24 @@ def test_normalize_hashtag_rejects(raw: str, message: str) -> None:
         normalize_hashtag(raw)
 
 
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("#", "hashtag is empty"),
+        ("a" * 101, "hashtag is longer than 100 characters"),
+        ("ed-chat", "hashtag may contain only letters, digits and underscore"),
+        ("\u0301edchat", "hashtag may contain only letters, digits and underscore"),
+        ("2025", "hashtag needs at least one letter or underscore, not only digits"),
+    ],
+)
+def test_normalize_hashtag_error_is_the_whole_message(raw: str, message: str) -> None:
+    """The API and the room form show these messages verbatim; a tag may not start with a
+    combining mark (it would attach to the '#')."""
+    with pytest.raises(ValueError) as caught:
+        normalize_hashtag(raw)
+    assert str(caught.value) == message
+
+
 def test_tag_key_is_case_and_form_insensitive() -> None:
     """Spellings differing in case, a leading '#', casefolding or Unicode form share a key."""
     assert tag_key("#EdChat") == tag_key("edchat") == "edchat"
@@ -125,6 +144,34 @@ def test_find_hashtags_lists_tags_as_typed() -> None:
     assert find_hashtags(text) == ["EdChat", "permaculture"]
 
 
+# A URL is at most 4096 characters after the scheme (written out, not imported, so a
+# changed cap fails). CAPPED_URL fills it, ending in a character that is not trimmed.
+URL_CAP = 4096
+CAPPED_URL = "https://" + "a" * (URL_CAP - 1) + "-"
+
+
+@pytest.mark.parametrize(
+    ("text", "tags"),
+    [
+        ("vote #A or #B", ["A", "B"]),
+        ("# edchat", []),
+        ("##edchat", ["edchat"]),
+        ("#\u0301edchat", []),
+        ("FAQ: https://ex.org/faq.html?#edchat", []),
+        ("https://a.org and https://ex.org/faq.html?#edchat", []),
+        ("https://a.org https://b.org #edchat", ["edchat"]),
+        ("https://a.org https://b.org https://c.org/faq?#x #edchat", ["edchat"]),
+        # A URL stops at the cap: a '#' right after it starts a tag.
+        (CAPPED_URL + "#edchat", ["edchat"]),
+        ("https://" + "a" * (URL_CAP - 1) + "##edchat", ["edchat"]),
+    ],
+)
+def test_find_hashtags_edges(text: str, tags: list[str]) -> None:
+    """One-letter tags, a '#' followed by a space, tags starting with a combining mark,
+    fragments after '?' in the first or a later URL, and the URL length cap."""
+    assert find_hashtags(text) == tags
+
+
 # --- append_hashtag -----------------------------------------------------------------------
 
 
@@ -167,8 +214,9 @@ def test_append_strips_trailing_whitespace_but_keeps_inner() -> None:
 @pytest.mark.parametrize("text", ["", "   ", "\n\t \n"])
 def test_append_refuses_empty_text(text: str) -> None:
     """Empty or whitespace-only text raises ValueError('text is empty')."""
-    with pytest.raises(ValueError, match="text is empty"):
+    with pytest.raises(ValueError) as caught:
         append_hashtag(text, "edchat")
+    assert str(caught.value) == "text is empty"
 
 
 def test_append_refuses_invalid_tag() -> None:
@@ -224,6 +272,26 @@ def test_mastodon_length_counts_remote_mention_as_local() -> None:
     assert mastodon_length("cc @bob@sub.example.org, @carol") == len("cc @bob, @carol")
     assert mastodon_length("https://m.example/@alice@example.social") == 23
     assert mastodon_length("mail me@example.org") == len("mail me@example.org")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("https://x.org/#@alice@ex.social", 23),
+        ("https://x.org/#@ann@ex.social @bob@ex.social", 23 + len(" @bob")),
+        ("cc @ann https://x.org", len("cc @ann ") + 23),
+        ("https://a.org @ann@ex.social", 23 + len(" @ann")),
+        ("https://a.org https://b.org/#@ann@ex.social", 23 + 1 + 23),
+        ("https://a.org https://b.org @ann@ex.social", 23 + 1 + 23 + len(" @ann")),
+        # The URL stops at the cap; what follows is counted on its own.
+        ("https://" + "a" * (URL_CAP + 1), 23 + 1),
+        (CAPPED_URL + "@ann@ex.social", 23 + len("@ann")),
+    ],
+)
+def test_mastodon_length_urls_and_mentions_together(text: str, expected: int) -> None:
+    """An '@' inside a URL is the URL's, mentions before, between and after URLs count as
+    '@user', and a longer URL ends at the cap."""
+    assert mastodon_length(text) == expected
 
 
 def test_mastodon_length_counts_emoji_as_one() -> None:
@@ -297,6 +365,87 @@ def test_render_text_refuses_relative_tag_url() -> None:
         render_text("#edchat", lambda tag: f"/tags/{tag}")
     with pytest.raises(ValueError, match="absolute http"):
         render_text("#edchat", lambda tag: "javascript:alert(1)")
+    with pytest.raises(ValueError) as caught:
+        render_text("#edchat", lambda tag: f"/tags/{tag}")
+    assert str(caught.value) == ("tag_url must return an absolute http(s) URL, got '/tags/edchat'")
+
+
+def hrefs(text: str) -> list[str]:
+    """The link targets render_text makes of ``text`` (no tag links, no '&' in them)."""
+    return re.findall(r'href="([^"]*)"', render_text(text))
+
+
+@pytest.mark.parametrize(
+    ("text", "urls"),
+    [
+        (
+            "see https://en.wikipedia.org/wiki/Fish_(food)",
+            ["https://en.wikipedia.org/wiki/Fish_(food)"],
+        ),
+        (
+            "(see https://en.wikipedia.org/wiki/Fish_(food))",
+            ["https://en.wikipedia.org/wiki/Fish_(food)"],
+        ),
+        ("(https://ex.org/b)", ["https://ex.org/b"]),
+        ("(slides: https://ex.org/ab)", ["https://ex.org/ab"]),
+        ("notes https://ex.org/(a)))", ["https://ex.org/(a)"]),
+        ("[https://ex.org/b]", ["https://ex.org/b"]),
+        ("https://ex.org/list[1]", ["https://ex.org/list[1]"]),
+        ("{https://ex.org/b}", ["https://ex.org/b"]),
+        ("https://ex.org/{id}", ["https://ex.org/{id}"]),
+        ("talk at https://ted.com/TEDX!", ["https://ted.com/TEDX"]),
+        ("see http://a", ["http://a"]),
+        ("see http://a.io", ["http://a.io"]),
+        ("not a link: https://. nor http://!", []),
+    ],
+)
+def test_render_text_url_ends(text: str, urls: list[str]) -> None:
+    """Closing brackets without an opening one in the URL, and trailing punctuation, are
+    left outside the link; balanced brackets stay; a scheme with nothing after is no link."""
+    assert hrefs(text) == urls
+
+
+@pytest.mark.parametrize(
+    ("text", "html"),
+    [
+        (
+            "#EdChat and #edtech",
+            '<p><span class="hashtag">#<span>EdChat</span></span> and '
+            '<span class="hashtag">#<span>edtech</span></span></p>',
+        ),
+        ("one\r\ntwo", "<p>one<br>two</p>"),
+        ("one\rtwo", "<p>one<br>two</p>"),
+        ("Xmas launch by SpaceX", "<p>Xmas launch by SpaceX</p>"),
+        ("\nXmas\n\nby SpaceX\n", "<p>Xmas</p><p>by SpaceX</p>"),
+        (
+            "@ann@ex.social\u00b2#edchat",
+            '<p><span class="h-card mention">@ann@ex.social\u00b2</span>'
+            '<span class="hashtag">#<span>edchat</span></span></p>',
+        ),
+    ],
+)
+def test_render_text_exact(text: str, html: str) -> None:
+    """Every tag of a line is marked, old Mac and Windows line ends are line breaks, text
+    is kept to its last letter, and a mention and a tag that touch are both marked."""
+    assert render_text(text) == html
+
+
+@pytest.mark.parametrize(
+    ("text", "mentions"),
+    [
+        ("https://x.org/#@ann@ex.social", []),
+        ("https://x.org/#@ann @bob", ["@bob"]),
+        ("#edchat https://x.org/#@ann", []),
+        ("https://a.org https://b.org/#@ann", []),
+        ("https://a.org https://b.org @ann", ["@ann"]),
+        (CAPPED_URL + "@ann", ["@ann"]),
+    ],
+)
+def test_render_text_mentions_outside_links(text: str, mentions: list[str]) -> None:
+    """An '@' inside a URL stays part of the link; mentions after it, and right after a
+    URL cut at the length cap, are still marked."""
+    out = render_text(text, tag_link)
+    assert re.findall(r'<span class="h-card mention">([^<]*)</span>', out) == mentions
 
 
 # --- html_to_text -------------------------------------------------------------------------
@@ -326,3 +475,56 @@ def test_html_to_text_drops_script_text() -> None:
     assert html_to_text("<p>hi<script>alert(1)</script><style>p{}</style> there</p>") == (
         "hi there"
     )
+
+
+@pytest.mark.parametrize(
+    ("markup", "text"),
+    [
+        ("<blockquote>quoted</blockquote>reply", "quoted\n\nreply"),
+        ("<pre>code</pre>after", "code\n\nafter"),
+        ("<ul><li>one</li><li>two</li></ul>after", "one\ntwo\nafter"),
+        ("<ol><li>one</li><li>two</li></ol>after", "one\ntwo\nafter"),
+        ("<p>a<!-- hidden -->b</p>", "ab"),
+        ("<p>a </p><p>b</p>", "a\n\nb"),
+        ("<p>a</p><p></p><p> </p><p>b</p>", "a\n\nb"),
+        ("<br>hi", "hi"),
+        ("<p>SpaceX</p><p>Xmas</p>", "SpaceX\n\nXmas"),
+        ("<p>one</p>\n<p>\t two</p>", "one\n\ntwo"),
+    ],
+)
+def test_html_to_text_blocks(markup: str, text: str) -> None:
+    """Quotes and preformatted blocks end a paragraph, list items are lines, comments
+    vanish, blank lines collapse to one, and a line keeps its letters up to the last."""
+    assert html_to_text(markup) == text
+
+
+# --- clean_name ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "cleaned"),
+    [
+        ("Ann Lee", "Ann Lee"),
+        (" \tAnn \n  Lee ", "Ann Lee"),
+        ("Ann\u00a0Lee", "Ann Lee"),
+        ("Ann\x00Lee", "AnnLee"),
+        ("Ann\x1bLee", "AnnLee"),
+        ("Ann\x7fLee", "AnnLee"),
+        ("Ann\x80Lee", "AnnLee"),
+        ("Ann\x9fLee", "AnnLee"),
+        ("\u061cAnn", "Ann"),
+        ("\u200eAnn\u200f", "Ann"),
+        ("\u202aAnn\u202c", "Ann"),
+        ("\u202eevil", "evil"),
+        ("\u2066Ann\u2069", "Ann"),
+        # Neighbours of the dropped ranges are kept: a hyphen, a deprecated format
+        # character, and the zero-width joiner an emoji family is made of.
+        ("Jean\u2010Luc", "Jean\u2010Luc"),
+        ("Ann\u206aLee", "Ann\u206aLee"),
+        (f"Ann {FAMILY}", f"Ann {FAMILY}"),
+    ],
+)
+def test_clean_name(name: str, cleaned: str) -> None:
+    """Control characters and bidi marks, embeddings, overrides and isolates go; whitespace
+    runs become one space; everything else is kept."""
+    assert clean_name(name) == cleaned
