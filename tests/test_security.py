@@ -8,8 +8,10 @@ import re
 import httpx
 import pytest
 from pydantic import ValidationError
+from starlette.requests import HTTPConnection
 
 from app.config import DEV_SECRET, Settings
+from app.security import Vault, csrf_ok, csrf_token, origin_allowed
 from tests.factories import create_chat, post
 
 pytestmark = pytest.mark.timeout(60)
@@ -137,3 +139,56 @@ async def test_home_form_without_its_csrf_token_creates_nothing(server):
         assert r.status_code in (201, 303), r.text
         chats = (await browser.get("/api/chats")).json()
     assert [c["hashtag"] for c in chats] == ["formtag"]
+
+
+# A token sealed by this release under the key "golden-test-key": every later release must still
+# open it, or upgrading loses every stored account token and app secret.
+SEALED_EARLIER = (
+    "gAAAAABrFNDXavYW356JCwJ2aZLJbxWzvPEQRQX2SscpJkl0kPY-01hpI_x-GuRpfJyhQuXjNkY89B_tKGxZC8Hrf-"
+    "fdDriLT78zW_aXW6J0qxxSUb6gjjk="
+)
+
+
+def test_secrets_sealed_by_an_earlier_release_still_open_and_a_wrong_key_says_which_setting():
+    assert Vault("golden-test-key").open(SEALED_EARLIER) == {"access_token": "t0ken"}
+    with pytest.raises(ValueError, match="cannot be decrypted with HASHROOM_SECRET_KEY"):
+        Vault("another-key").open(SEALED_EARLIER)
+
+
+def test_the_csrf_token_is_made_once_per_session_and_checked_exactly():
+    session: dict = {}
+    token = csrf_token(session)
+    assert len(token) >= 32 and csrf_token(session) == token  # stable for the session
+    assert session == {"csrf": token}
+    assert csrf_ok(session, token)
+    assert not csrf_ok(session, token[:-1]) and not csrf_ok(session, None)
+    assert not csrf_ok({}, token)  # a session that never got one accepts nothing
+
+
+def _conn(origin: str | None, host: str = "room.example:8000", scheme: str = "http"):
+    headers = [(b"host", host.encode())]
+    if origin is not None:
+        headers.append((b"origin", origin.encode()))
+    return HTTPConnection(
+        {"type": "http", "scheme": scheme, "path": "/", "headers": headers, "server": None}
+    )
+
+
+@pytest.mark.parametrize(
+    ("origin", "public_url", "extra", "allowed"),
+    [
+        (None, "", [], True),  # not a browser: no ambient credentials to abuse
+        ("http://room.example:8000", "", [], True),  # the host it was asked for
+        ("HTTP://Room.Example:8000/", "", [], True),  # case and a trailing slash
+        ("http://evil.example", "", [], False),
+        ("https://chat.example.org", "https://chat.example.org/some/path", [], True),
+        ("https://chat.example.org", "", [], False),
+        ("https://chat.example.orgX", "https://chat.example.org", [], False),
+        ("https://chat.example.orgx", "https://chat.example.org", [], False),
+        ("https://app.example", "", ["https://app.example/"], True),
+        ("https://app.exampleX", "", ["https://app.example"], False),
+        ("https://relax", "", ["HTTPS://RELAX"], True),  # only a trailing slash is dropped
+    ],
+)
+def test_origin_allowed_matches_whole_origins_only(origin, public_url, extra, allowed):
+    assert origin_allowed(_conn(origin), public_url, extra) is allowed
