@@ -9,14 +9,17 @@ import pytest
 from app.text import (
     append_hashtag,
     clean_name,
+    contains_any_hashtag,
     contains_hashtag,
     count_graphemes,
     find_hashtags,
     html_to_text,
     mastodon_length,
     normalize_hashtag,
+    normalize_hashtags,
     render_text,
     sanitize_html,
+    split_hashtags,
     tag_key,
 )
 
@@ -537,3 +540,59 @@ def test_clean_name(name: str, cleaned: str) -> None:
     """Control characters and bidi marks, embeddings, overrides and isolates go; whitespace
     runs become one space; everything else is kept."""
     assert clean_name(name) == cleaned
+
+
+# --- several hashtags: split_hashtags / normalize_hashtags / contains_any_hashtag ---------
+
+
+@pytest.mark.parametrize(
+    ("raw", "parts"),
+    [
+        ("#A, #B C", ["#A", "#B", "C"]),
+        ("TheChat;TheChat2026", ["TheChat", "TheChat2026"]),
+        ("  one\t\ntwo ,, ; three  ", ["one", "two", "three"]),
+        (" , ; ", []),
+        ("", []),
+        ("café-au-lait", ["café-au-lait"]),  # not a separator: left for the check to refuse
+    ],
+)
+def test_split_hashtags_splits_on_spaces_commas_and_semicolons_only(raw, parts):
+    assert split_hashtags(raw) == parts
+
+
+def test_normalize_hashtags_keeps_order_and_spelling_and_refuses_naming_the_fault():
+    assert normalize_hashtags(["#TheChat", "TheChat2026", "#café"], 5) == [
+        "TheChat",
+        "TheChat2026",
+        "café",
+    ]
+    assert normalize_hashtags(iter(["a", "b"]), 2) == ["a", "b"]  # exactly the limit
+    with pytest.raises(ValueError) as bad:
+        normalize_hashtags(["ok", "#Ed Chat"], 5)
+    assert str(bad.value) == (
+        "tag 2 ('#Ed Chat'): hashtag may contain only letters, digits and underscore"
+    )
+    with pytest.raises(ValueError) as twice:
+        normalize_hashtags(["EdChat", "x", "#EDCHAT"], 5)
+    assert str(twice.value) == "#EDCHAT is given twice (as #EdChat and #EDCHAT)"
+    with pytest.raises(ValueError) as none:
+        normalize_hashtags([], 5)
+    assert str(none.value) == "give at least one hashtag"
+    with pytest.raises(ValueError) as many:
+        normalize_hashtags(["a", "b", "c"], 2)
+    assert str(many.value) == "3 hashtags given; a chat follows at most 2"
+
+
+@pytest.mark.parametrize(
+    ("text", "tags", "expected"),
+    [
+        ("A1 yes #thechat2026", ["TheChat", "TheChat2026"], True),
+        ("A1 yes #THECHAT", ["TheChat"], True),
+        ("A1 yes #TheChatter", ["TheChat", "Other"], False),
+        ("no tags here", ["TheChat"], False),
+        ("#other #second", ["first", "#Second"], True),
+        ("#first", [], False),
+    ],
+)
+def test_contains_any_hashtag_matches_whole_tags_of_the_list(text, tags, expected):
+    assert contains_any_hashtag(text, tags) is expected
