@@ -94,7 +94,7 @@ mutants: $(INSTALLED) ## Mutation-test the core modules (slow; see docs/developm
 			--simple-output --runner "$(CURDIR)/$(BIN)/python -m pytest -x -q -p no:cacheprovider$$tests" \
 			> $(CURDIR)/$(MUTANTS_REPORT)/$$run.log 2>&1; \
 		  $(CURDIR)/$(BIN)/mutmut results > $(CURDIR)/$(MUTANTS_REPORT)/$$run.txt 2>&1; \
-		  $(CURDIR)/$(BIN)/python -c 'import sqlite3, sys; rows = dict(sqlite3.connect(".mutmut-cache").execute("select status, count(*) from mutant group by status")); n = sum(rows.values()); k = rows.get("ok_killed", 0) + rows.get("bad_timeout", 0); print(f"{sys.argv[1]}: {k}/{n} killed ({100 * k / max(n, 1):.1f}%)", rows)' $$module \
+		  $(CURDIR)/$(BIN)/python -c 'import sqlite3, sys; rows = dict(sqlite3.connect(".mutmut-cache").execute("select status, count(*) from mutant group by status")); n = sum(rows.values()); k = rows.get("ok_killed", 0) + rows.get("ok_suspicious", 0) + rows.get("bad_timeout", 0); print(f"{sys.argv[1]}: {k}/{n} killed ({100 * k / max(n, 1):.1f}%)", rows)' $$module \
 			> $(CURDIR)/$(MUTANTS_REPORT)/$$run.score; \
 		  for id in $$($(CURDIR)/$(BIN)/mutmut result-ids survived); do \
 			$(CURDIR)/$(BIN)/mutmut show $$id; done \

@@ -572,6 +572,10 @@ def test_normalize_hashtags_keeps_order_and_spelling_and_refuses_naming_the_faul
     assert str(bad.value) == (
         "tag 2 ('#Ed Chat'): hashtag may contain only letters, digits and underscore"
     )
+    long = "x" * 45 + "!"  # the message quotes at most 40 characters of what was typed
+    with pytest.raises(ValueError) as cut:
+        normalize_hashtags([long], 5)
+    assert str(cut.value).startswith(f"tag 1 ({'x' * 40!r}): ")
     with pytest.raises(ValueError) as twice:
         normalize_hashtags(["EdChat", "x", "#EDCHAT"], 5)
     assert str(twice.value) == "#EDCHAT is given twice (as #EdChat and #EDCHAT)"
