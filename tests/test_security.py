@@ -166,13 +166,28 @@ def test_the_csrf_token_is_made_once_per_session_and_checked_exactly():
     assert not csrf_ok({}, token)  # a session that never got one accepts nothing
 
 
-def _conn(origin: str | None, host: str = "room.example:8000", scheme: str = "http"):
-    headers = [(b"host", host.encode())]
+def _conn(origin: str | None, host: str | None = "room.example:8000", scheme: str = "http"):
+    headers = [] if host is None else [(b"host", host.encode())]
     if origin is not None:
         headers.append((b"origin", origin.encode()))
+    kind = "websocket" if scheme.startswith("ws") else "http"
     return HTTPConnection(
-        {"type": "http", "scheme": scheme, "path": "/", "headers": headers, "server": None}
+        {"type": kind, "scheme": scheme, "path": "/", "headers": headers, "server": None}
     )
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "scheme", "allowed"),
+    [
+        ("https://room.example:8000", "room.example:8000", "https", True),
+        ("https://room.example:8000", "room.example:8000", "wss", True),
+        ("http://room.example:8000", "room.example:8000", "wss", False),
+        ("https://room.example:8000", "room.example:8000", "ws", False),
+        ("http://xxxx", None, "http", False),  # no Host header: nothing to match
+    ],
+)
+def test_origin_allowed_follows_the_scheme_and_host_of_the_request(origin, host, scheme, allowed):
+    assert origin_allowed(_conn(origin, host, scheme), "", []) is allowed
 
 
 @pytest.mark.parametrize(
