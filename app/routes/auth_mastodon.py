@@ -31,7 +31,9 @@ from ..grants import forget_account
 from ..limits import SIGN_INS, enforce
 from ..models import Account, OAuthApp
 from ..networks.base import AuthError, NetworkError
-from ..networks.mastodon import DEFAULT_SCOPES, AppCredentials, MastodonApi, error_name, new_pkce
+from ..networks.mastodon.client import MastodonApi
+from ..networks.mastodon.oauth import DEFAULT_SCOPES, AppCredentials, new_pkce
+from ..networks.mastodon.responses import error_name
 from ..publishing import Connected
 from ..security import csrf_token
 from ..sources.mastodon import NETWORK, normalize_instance

@@ -6,7 +6,7 @@
   :class:`~app.security.Vault` into ``Source.secret``; no API ever returns it. A chat may
   follow its hashtag on several instances: the same status arrives with the same ``uri`` and
   the room stores it once.
-- **Following** — :class:`~app.networks.mastodon.MastodonFollower` per source, wrapped in
+- **Following** — :class:`~app.networks.mastodon.follower.MastodonFollower` per source, wrapped in
   :class:`ReplyLinker` so replies carry their parent's ``uri`` (see there).
 - **Posting** — :class:`MastodonPublisher`: posts public statuses on the user's *own*
   instance, replies to the target by the id that instance gave it (when it delivered the
@@ -47,15 +47,14 @@ from ..networks.base import (
     ReplyTargetUnresolved,
     Upsert,
 )
-from ..networks.mastodon import (
+from ..networks.mastodon.client import (
     DEFAULT_MAX_CHARACTERS,
     DEFAULT_URL_WEIGHT,
     InstanceInfo,
     MastodonApi,
-    MastodonFollower,
-    length_rule,
-    reply_text,
 )
+from ..networks.mastodon.composing import length_rule, reply_text
+from ..networks.mastodon.follower import MastodonFollower
 from ..outbound import OutboundPolicy, check_url
 from ..publishing import Connected, Published, Target
 from ..rooms import Rooms, SourceSpec, chat_hashtags
