@@ -1,15 +1,11 @@
 """Room moderation: hosts and guests, blocked authors, hold-for-review rules, and the log of
 what moderators did, with undo.
 
-Two halves:
-
-* :class:`Screen` is the store-time policy. :meth:`app.rooms.Rooms._apply_batch` loads it once
-  per batch inside the writer's transaction and asks it about each new post: an author who is
-  blocked gets the post stored hidden; text that trips a rule gets it stored *held* — kept for
-  a moderator's review and never sent to readers. Hosts' posts are never held.
-* :class:`Moderation` applies moderators' changes. Each runs through :meth:`Rooms.write`: the
-  rows, their events and the :class:`~app.models.ModAction` record commit together. Undo
-  applies the inverse change through the same functions, and marks the record undone.
+:class:`Moderation` applies moderators' changes. Each runs through :meth:`Rooms.write`: the
+rows, their events and the :class:`~app.models.ModAction` record (:mod:`app.action_log`)
+commit together. Undo applies the inverse change through the same functions, and marks the
+record undone. What the changes mean for each stored post (who is a host, who is blocked,
+what a rule holds, what readers see) is :mod:`app.policy`'s.
 
 Handles are compared case-insensitively and without a leading ``@``; a person's network is
 one of :data:`NETWORKS` or ``"*"`` for every network.
@@ -17,50 +13,43 @@ one of :data:`NETWORKS` or ``"*"`` for every network.
 
 from __future__ import annotations
 
-import html
-import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlmodel import Session
 
 from . import events
-from .errors import Conflict
+from .action_log import (
+    ACTION_VERBS,
+    action_json,
+    actor_label,
+    describe_person,
+    describe_post,
+    record,
+)
+from .errors import Conflict, Invalid, NotFound
 from .events import Frame
+from .hold_rules import RULE_KINDS, Rule, link_hosts, normalize_rule, rule_json
 from .models import Chat, ChatPerson, ModAction, Post, RoomRule, utcnow
-from .present import iso, post_json
-from .rooms import HIDDEN_BY_BLOCK, Invalid, NotFound, Rooms, chat_hashtags
-from .text import clean_name
+from .policy import (
+    ANY_NETWORK,
+    BLOCKED,
+    HELD_BY,
+    HIDDEN_BY_BLOCK,
+    HOST_ROLES,
+    Screen,
+    names,
+    person_key,
+    shown,
+)
+from .present import post_json
+from .rooms import Rooms, chat_hashtags
 
 NETWORKS = ("native", "demo", "mastodon", "bluesky", "x")
-ANY_NETWORK = "*"
-ROLES = ("host", "guest")
-BLOCKED = "blocked"
-RULE_KINDS = ("keyword", "link")
-HELD_BY = "held_by"  # Post.extra key: the rule that held the post, for the review queue
-MAX_KEYWORD = 100
+ROLES = HOST_ROLES
 MAX_PEOPLE = 200  # hosts and guests of one chat; a panel, not a member list
-
-ACTION_VERBS = {
-    "pin": "Pinned",
-    "unpin": "Unpinned",
-    "hide": "Hid",
-    "unhide": "Showed again",
-    "question": "Asked",
-    "block": "Blocked",
-    "unblock": "Unblocked",
-    "rule_add": "Added the rule",
-    "rule_remove": "Removed the rule",
-    "people": "Changed hosts and guests:",
-    "approve": "Approved",
-    "reject": "Rejected",
-    "schedule": "Changed the schedule:",
-    "hashtags": "Changed the hashtags to",
-}
-
 
 # -- validation ----------------------------------------------------------------------------
 
@@ -90,242 +79,11 @@ def normalize_role(raw: str) -> str:
     return role
 
 
-_DOMAIN = re.compile(r"(?:[\w-]+\.)+[\w-]+")
-
-
-def normalize_rule(kind: str, pattern: str) -> tuple[str, str]:
-    """Validate a rule; returns (kind, pattern) as stored.
-
-    A ``keyword`` rule is a word or phrase, matched case-insensitively as whole words. A
-    ``link`` rule is a domain (a URL is reduced to its host): it matches links to that domain
-    and its subdomains; ``*`` matches any link.
-    """
-    kind = (kind or "").strip().casefold()
-    if kind == "keyword":
-        phrase = " ".join((pattern or "").split()).casefold()
-        if not phrase:
-            raise Invalid("pattern: give a word or phrase to hold posts for")
-        if len(phrase) > MAX_KEYWORD:
-            raise Invalid(f"pattern: keep a keyword to {MAX_KEYWORD} characters or fewer")
-        return kind, phrase
-    if kind == "link":
-        return kind, _normalize_domain(pattern or "")
-    raise Invalid(f"kind: use {' or '.join(RULE_KINDS)}")
-
-
-def _normalize_domain(raw: str) -> str:
-    value = raw.strip().casefold()
-    if value == "*":
-        return value
-    if "://" in value:
-        value = urlsplit(value).hostname or ""
-    else:
-        value = value.split("/", 1)[0].split(":", 1)[0]
-    value = value.removeprefix("*.").strip(".")
-    if len(value) > 253 or not _DOMAIN.fullmatch(value):
-        raise Invalid("pattern: a link rule takes a domain like spam.example, or * for any link")
-    return value
-
-
-# -- the store-time policy -----------------------------------------------------------------
-
-_ANCHOR = re.compile(r"<a\b([^>]*)>(.*?)</a>", re.S | re.I)
-_HREF = re.compile(r'\bhref="([^"]*)"', re.I)
-_CLASS = re.compile(r'\bclass="([^"]*)"', re.I)
-_TAG = re.compile(r"<[^>]+>")
-_TEXT_URL = re.compile(r"https?://[^\s<>\"']+", re.I)
-
-
-def link_hosts(post_html: str, text: str) -> set[str]:
-    """Hosts of the links a post carries: anchors in its (sanitized) HTML and bare URLs in its
-    text. Mention and hashtag links are not counted: every Mastodon post has them."""
-    hosts: set[str] = set()
-    for attrs, inner in _ANCHOR.findall(post_html or ""):
-        classes = set((_CLASS.search(attrs) or [None, ""])[1].split())
-        label = html.unescape(_TAG.sub("", inner)).strip()
-        if classes & {"mention", "hashtag"} or label.startswith(("#", "@")):
-            continue
-        href = _HREF.search(attrs)
-        if href:
-            hosts.add(_host(html.unescape(href[1])))
-    for url in _TEXT_URL.findall(text or ""):
-        hosts.add(_host(url))
-    hosts.discard("")
-    return hosts
-
-
-def _host(url: str) -> str:
-    try:
-        return (urlsplit(url).hostname or "").rstrip(".")
-    except ValueError:
-        return ""
-
-
-def _is_word(ch: str) -> bool:
-    return ch.isalnum() or ch == "_"
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    """A hold-for-review rule, compiled."""
-
-    id: int
-    kind: str
-    pattern: str
-
-    def describe(self) -> str:
-        return f'{self.kind} "{self.pattern}"'
-
-    def matches(self, folded_text: str, hosts: set[str]) -> bool:
-        if self.kind == "keyword":
-            return _keyword_regex(self.pattern).search(folded_text) is not None
-        if self.pattern == "*":
-            return bool(hosts)
-        return any(h == self.pattern or h.endswith("." + self.pattern) for h in hosts)
-
-
-_keyword_cache: dict[str, re.Pattern[str]] = {}
-
-
-def _keyword_regex(phrase: str) -> re.Pattern[str]:
-    found = _keyword_cache.get(phrase)
-    if found is None:
-        body = r"\s+".join(re.escape(word) for word in phrase.split())
-        # Whole words: "ass" must not hold "class". Edges that are not word characters
-        # ("$$$", "#tag") need no boundary.
-        start = r"(?<!\w)" if _is_word(phrase[0]) else ""
-        end = r"(?!\w)" if _is_word(phrase[-1]) else ""
-        found = re.compile(start + body + end)
-        if len(_keyword_cache) > 4096:
-            _keyword_cache.clear()
-        _keyword_cache[phrase] = found
-    return found
-
-
-def author_key(handle: str) -> str:
-    return (handle or "").strip().lstrip("@").casefold()
-
-
-def person_covers(network: str, handle: str, post_network: str, post_handle: str) -> bool:
-    """Whether a person entry (network or "*", normalized handle) names a post's author."""
-    return handle == author_key(post_handle) and network in (ANY_NETWORK, post_network)
-
-
-@dataclass(slots=True)
-class Screen:
-    """One chat's blocks and rules, loaded in the writer's transaction."""
-
-    blocks: list[tuple[str, str]]
-    rules: list[Rule]
-
-    @classmethod
-    def load(cls, session: Session, chat_id: int) -> Screen:
-        blocks = session.execute(
-            select(ChatPerson.network, ChatPerson.handle).where(
-                ChatPerson.chat_id == chat_id,  # type: ignore[arg-type]
-                ChatPerson.role == BLOCKED,  # type: ignore[arg-type]
-            )
-        ).all()
-        rules = session.execute(
-            select(RoomRule.id, RoomRule.kind, RoomRule.pattern).where(
-                RoomRule.chat_id == chat_id  # type: ignore[arg-type]
-            )
-        ).all()
-        return cls(
-            blocks=[(n, h) for n, h in blocks],
-            rules=[Rule(id=i, kind=k, pattern=p) for i, k, p in rules],
-        )
-
-    def blocked(self, network: str, handle: str) -> bool:
-        return any(person_covers(n, h, network, handle) for n, h in self.blocks)
-
-    def rule_for(self, post: Post) -> Rule | None:
-        """The first rule ``post`` trips, if any."""
-        if not self.rules:
-            return None
-        folded = f"{post.spoiler_text}\n{post.text}".casefold()
-        hosts = link_hosts(post.html, post.text)
-        for rule in self.rules:
-            if rule.matches(folded, hosts):
-                return rule
-        return None
-
-    def apply(self, post: Post, *, is_host: bool) -> None:
-        """Mark a new post before it is stored: hidden when its author is blocked, held for
-        review when it trips a rule (hosts' posts never are)."""
-        if self.blocked(post.network, post.author_handle):
-            post.hidden = True
-            post.extra = {**post.extra, HIDDEN_BY_BLOCK: True}
-        elif not is_host and (rule := self.rule_for(post)) is not None:
-            post.held = True
-            post.extra = {**post.extra, HELD_BY: rule.describe()}
-
-    def hold_edit(self, post: Post, *, is_host: bool) -> bool:
-        """An edit of a shown post that now trips a rule holds it; True when it did."""
-        if is_host or (rule := self.rule_for(post)) is None:
-            return False
-        post.held = True
-        post.extra = {**post.extra, HELD_BY: rule.describe()}
-        return True
-
-
-def shown(post: Post) -> bool:
-    """Whether readers see ``post``."""
-    return not (post.hidden or post.held or post.deleted)
-
-
 # -- JSON -----------------------------------------------------------------------------------
 
 
 def person_json(row: ChatPerson) -> dict[str, Any]:
     return {"network": row.network, "handle": row.handle, "role": row.role}
-
-
-def rule_json(row: RoomRule) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "kind": row.kind,
-        "pattern": row.pattern,
-        "created_at": iso(row.created_at),
-    }
-
-
-def action_json(row: ModAction) -> dict[str, Any]:
-    verb = ACTION_VERBS.get(row.action, row.action)
-    return {
-        "id": row.id,
-        "actor": row.actor,
-        "action": row.action,
-        "target": row.target,
-        "summary": f"{verb} {row.target}".strip(),
-        "data": {k: v for k, v in row.data.items() if k != "undone_by"},
-        "created_at": iso(row.created_at),
-        "undone_at": iso(row.undone_at),
-        "undone_by": row.data.get("undone_by"),
-        "undoable": row.undone_at is None and row.action in ACTION_VERBS,
-    }
-
-
-def describe_post(post: Post) -> str:
-    """A short label for the log: 'post 12 by @ann: “Q1: what…”'."""
-    words = " ".join(post.text.split())
-    quote = words if len(words) <= 60 else words[:59] + "…"
-    return f"post {post.id} by @{author_key(post.author_handle)}: “{quote}”"
-
-
-def describe_person(network: str, handle: str) -> str:
-    return f"@{handle}" + ("" if network == ANY_NETWORK else f" on {network}")
-
-
-def record(
-    session: Session, chat_id: int, actor: str, action: str, target: str, data: dict[str, Any]
-) -> ModAction:
-    """Log a moderator's change in the caller's transaction."""
-    row = ModAction(
-        chat_id=chat_id, actor=actor[:200], action=action, target=target[:500], data=data
-    )
-    session.add(row)
-    return row
 
 
 # -- moderators' changes ----------------------------------------------------------------------
@@ -388,7 +146,8 @@ class Moderation:
                 Post.deleted.is_(False),  # type: ignore[attr-defined]
             )
         ).all()
-        ids = [i for i, net, h in rows if person_covers(network, handle, net, h)]
+        key = {person_key(network, handle)}
+        ids = [i for i, net, h in rows if names(key, net, h)]
         if not ids:
             return []
         return list(
@@ -1004,24 +763,25 @@ def _describe_schedule(schedule: dict[str, Any] | None) -> str:
     return f"{schedule['start']} {schedule['timezone']}, {schedule['duration_minutes']} min{rule}"
 
 
-def actor_label(how: str, name: str | None = None) -> str:
-    """Who did it, for the log: "moderator key" / "moderator link", and a name if given."""
-    base = "moderator key" if how == "key" else "moderator link"
-    name = clean_name(name or "")[:60]
-    return f"{base} ({name})" if name else base
-
-
 __all__ = [
+    "ACTION_VERBS",
+    "BLOCKED",
     "Conflict",
+    "HELD_BY",
+    "MAX_PEOPLE",
+    "RULE_KINDS",
     "Moderation",
     "Person",
+    "Rule",
     "Screen",
     "action_json",
     "actor_label",
+    "describe_post",
     "link_hosts",
     "normalize_handle",
     "normalize_network",
     "normalize_rule",
     "record",
+    "rule_json",
     "shown",
 ]
