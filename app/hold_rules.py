@@ -3,7 +3,7 @@
 A ``keyword`` rule is a word or phrase, matched case-insensitively as whole words. A ``link``
 rule is a domain: it matches links to that domain and its subdomains; ``*`` matches any link.
 :class:`app.policy.Screen` applies the compiled :class:`Rule` objects to posts as they are
-stored; :mod:`app.moderation` keeps the rules and the posts they held.
+stored; :mod:`app.review` keeps the rules and the posts they held.
 """
 
 from __future__ import annotations

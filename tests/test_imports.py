@@ -20,7 +20,6 @@ OVERSIZED = {
     "app/networks/bluesky.py",
     "app/networks/mastodon.py",
     "app/networks/x.py",
-    "app/moderation.py",
     "app/outbound.py",
     "app/push.py",
     "app/rooms.py",
