@@ -200,7 +200,7 @@ class RedisFanout:
 
     async def config_changed(self, chat_ids: set[int]) -> None:
         """Tell every process to drop its cached hosts/blocks/rules of ``chat_ids`` (they
-        re-read within app.rooms.CONFIG_TTL anyway when Redis is away)."""
+        re-read within app.policy.CONFIG_TTL anyway when Redis is away)."""
         if not chat_ids or not self.up:
             return
         try:

@@ -28,8 +28,9 @@ from .networks.feedgen import (
     parse_feed_uri,
     record_key,
 )
+from .policy import visible
 from .publishing import Accounts
-from .rooms import Rooms, chat_hashtags, visible
+from .rooms import Rooms, chat_hashtags
 
 NETWORK = "bluesky"
 BSKY_FEED_URL = "https://bsky.app/profile/{did}/feed/{rkey}"

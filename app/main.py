@@ -29,11 +29,12 @@ from .limits import BodyLimit, ConnectionSlots, make_rate_limiter
 from .models import Chat, Source
 from .moderation import Moderation
 from .outbound import OutboundPolicy, make_http_client, make_ws_connect
+from .policy import forget as forget_policy
 from .present import Presenter
 from .publishing import Accounts, Publisher
 from .push import Push
-from .rooms import DEMO_SLUG, Rooms, chat_hashtags, forget_config
-from .routes import accounts, api, health, live, pages, transcripts, wall
+from .rooms import DEMO_SLUG, Rooms, chat_hashtags
+from .routes import accounts, api, auth_mastodon, auth_x, health, live, pages, transcripts, wall
 from .routes import calendar as calendar_routes
 from .routes import feed as feed_routes
 from .routes import install as install_routes
@@ -160,7 +161,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             fanout = redis_fanout = RedisFanout(
                 settings.redis_url, hub, engine, settings, supervisor
             )
-            redis_fanout.on_config = forget_config
+            redis_fanout.on_config = forget_policy
             redis_fanout.start()
         rooms = Rooms(engine, hub, settings, Presenter(templates.env), fanout)
         leases = Leases(engine, settings, supervisor)
@@ -259,6 +260,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ws_slots = ConnectionSlots()
 
     install_all(app, settings)
+    # Sign-in routes of the networks that have them (their sources check what they accept).
+    app.include_router(auth_mastodon.router)
+    app.include_router(auth_x.router)
 
     install_errors(app)
 

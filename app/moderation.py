@@ -1,353 +1,48 @@
-"""Room moderation: hosts and guests, blocked authors, hold-for-review rules, and the log of
-what moderators did, with undo.
+"""Room moderation: what moderators change, each change logged, and undo.
 
-Two halves:
+:class:`Moderation` is the one service routes call. Its changes run through
+:meth:`Rooms.write`: the rows, their events and the :class:`~app.models.ModAction` record
+(:mod:`app.action_log`) commit together. It gathers
 
-* :class:`Screen` is the store-time policy. :meth:`app.rooms.Rooms._apply_batch` loads it once
-  per batch inside the writer's transaction and asks it about each new post: an author who is
-  blocked gets the post stored hidden; text that trips a rule gets it stored *held* — kept for
-  a moderator's review and never sent to readers. Hosts' posts are never held.
-* :class:`Moderation` applies moderators' changes. Each runs through :meth:`Rooms.write`: the
-  rows, their events and the :class:`~app.models.ModAction` record commit together. Undo
-  applies the inverse change through the same functions, and marks the record undone.
+* hosts, guests and blocked authors (:mod:`app.people`),
+* hold-for-review rules and the review queue (:mod:`app.review`),
+* the schedule, the hashtags followed, the log of actions, and undo (here): undo applies the
+  inverse change through the same functions, and marks the record undone.
 
-Handles are compared case-insensitively and without a leading ``@``; a person's network is
-one of :data:`NETWORKS` or ``"*"`` for every network.
+What a change means for each stored post (who is a host, who is blocked, what a rule holds,
+what readers see) is :mod:`app.policy`'s.
 """
 
 from __future__ import annotations
 
-import html
-import re
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlmodel import Session
 
 from . import events
-from .errors import Conflict
+from .action_log import ACTION_VERBS, action_json, actor_label, record
+from .errors import Conflict, Invalid, NotFound
 from .events import Frame
-from .models import Chat, ChatPerson, ModAction, Post, RoomRule, utcnow
-from .present import iso, post_json
-from .rooms import HIDDEN_BY_BLOCK, Invalid, NotFound, Rooms, chat_hashtags
-from .text import clean_name
-
-NETWORKS = ("native", "demo", "mastodon", "bluesky", "x")
-ANY_NETWORK = "*"
-ROLES = ("host", "guest")
-BLOCKED = "blocked"
-RULE_KINDS = ("keyword", "link")
-HELD_BY = "held_by"  # Post.extra key: the rule that held the post, for the review queue
-MAX_KEYWORD = 100
-MAX_PEOPLE = 200  # hosts and guests of one chat; a panel, not a member list
-
-ACTION_VERBS = {
-    "pin": "Pinned",
-    "unpin": "Unpinned",
-    "hide": "Hid",
-    "unhide": "Showed again",
-    "question": "Asked",
-    "block": "Blocked",
-    "unblock": "Unblocked",
-    "rule_add": "Added the rule",
-    "rule_remove": "Removed the rule",
-    "people": "Changed hosts and guests:",
-    "approve": "Approved",
-    "reject": "Rejected",
-    "schedule": "Changed the schedule:",
-    "hashtags": "Changed the hashtags to",
-}
-
-
-# -- validation ----------------------------------------------------------------------------
-
-
-def normalize_handle(raw: str) -> str:
-    """``raw`` as stored and compared: trimmed, no leading '@', case-folded."""
-    handle = (raw or "").strip().lstrip("@").casefold()
-    if not handle:
-        raise Invalid("handle: give the author's handle, like alice@example.social")
-    if len(handle) > 300 or any(ch.isspace() for ch in handle):
-        raise Invalid("handle: a handle has no spaces and at most 300 characters")
-    return handle
-
-
-def normalize_network(raw: str | None) -> str:
-    """A network name from :data:`NETWORKS`, or ``"*"`` (also for an empty value)."""
-    network = (raw or ANY_NETWORK).strip().casefold() or ANY_NETWORK
-    if network != ANY_NETWORK and network not in NETWORKS:
-        raise Invalid(f"network: use one of {', '.join(NETWORKS)}, or * for every network")
-    return network
-
-
-def normalize_role(raw: str) -> str:
-    role = (raw or "").strip().casefold()
-    if role not in ROLES:
-        raise Invalid(f"role: use {' or '.join(ROLES)}")
-    return role
-
-
-_DOMAIN = re.compile(r"(?:[\w-]+\.)+[\w-]+")
-
-
-def normalize_rule(kind: str, pattern: str) -> tuple[str, str]:
-    """Validate a rule; returns (kind, pattern) as stored.
-
-    A ``keyword`` rule is a word or phrase, matched case-insensitively as whole words. A
-    ``link`` rule is a domain (a URL is reduced to its host): it matches links to that domain
-    and its subdomains; ``*`` matches any link.
-    """
-    kind = (kind or "").strip().casefold()
-    if kind == "keyword":
-        phrase = " ".join((pattern or "").split()).casefold()
-        if not phrase:
-            raise Invalid("pattern: give a word or phrase to hold posts for")
-        if len(phrase) > MAX_KEYWORD:
-            raise Invalid(f"pattern: keep a keyword to {MAX_KEYWORD} characters or fewer")
-        return kind, phrase
-    if kind == "link":
-        return kind, _normalize_domain(pattern or "")
-    raise Invalid(f"kind: use {' or '.join(RULE_KINDS)}")
-
-
-def _normalize_domain(raw: str) -> str:
-    value = raw.strip().casefold()
-    if value == "*":
-        return value
-    if "://" in value:
-        value = urlsplit(value).hostname or ""
-    else:
-        value = value.split("/", 1)[0].split(":", 1)[0]
-    value = value.removeprefix("*.").strip(".")
-    if len(value) > 253 or not _DOMAIN.fullmatch(value):
-        raise Invalid("pattern: a link rule takes a domain like spam.example, or * for any link")
-    return value
-
-
-# -- the store-time policy -----------------------------------------------------------------
-
-_ANCHOR = re.compile(r"<a\b([^>]*)>(.*?)</a>", re.S | re.I)
-_HREF = re.compile(r'\bhref="([^"]*)"', re.I)
-_CLASS = re.compile(r'\bclass="([^"]*)"', re.I)
-_TAG = re.compile(r"<[^>]+>")
-_TEXT_URL = re.compile(r"https?://[^\s<>\"']+", re.I)
-
-
-def link_hosts(post_html: str, text: str) -> set[str]:
-    """Hosts of the links a post carries: anchors in its (sanitized) HTML and bare URLs in its
-    text. Mention and hashtag links are not counted: every Mastodon post has them."""
-    hosts: set[str] = set()
-    for attrs, inner in _ANCHOR.findall(post_html or ""):
-        classes = set((_CLASS.search(attrs) or [None, ""])[1].split())
-        label = html.unescape(_TAG.sub("", inner)).strip()
-        if classes & {"mention", "hashtag"} or label.startswith(("#", "@")):
-            continue
-        href = _HREF.search(attrs)
-        if href:
-            hosts.add(_host(html.unescape(href[1])))
-    for url in _TEXT_URL.findall(text or ""):
-        hosts.add(_host(url))
-    hosts.discard("")
-    return hosts
-
-
-def _host(url: str) -> str:
-    try:
-        return (urlsplit(url).hostname or "").rstrip(".")
-    except ValueError:
-        return ""
-
-
-def _is_word(ch: str) -> bool:
-    return ch.isalnum() or ch == "_"
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    """A hold-for-review rule, compiled."""
-
-    id: int
-    kind: str
-    pattern: str
-
-    def describe(self) -> str:
-        return f'{self.kind} "{self.pattern}"'
-
-    def matches(self, folded_text: str, hosts: set[str]) -> bool:
-        if self.kind == "keyword":
-            return _keyword_regex(self.pattern).search(folded_text) is not None
-        if self.pattern == "*":
-            return bool(hosts)
-        return any(h == self.pattern or h.endswith("." + self.pattern) for h in hosts)
-
-
-_keyword_cache: dict[str, re.Pattern[str]] = {}
-
-
-def _keyword_regex(phrase: str) -> re.Pattern[str]:
-    found = _keyword_cache.get(phrase)
-    if found is None:
-        body = r"\s+".join(re.escape(word) for word in phrase.split())
-        # Whole words: "ass" must not hold "class". Edges that are not word characters
-        # ("$$$", "#tag") need no boundary.
-        start = r"(?<!\w)" if _is_word(phrase[0]) else ""
-        end = r"(?!\w)" if _is_word(phrase[-1]) else ""
-        found = re.compile(start + body + end)
-        if len(_keyword_cache) > 4096:
-            _keyword_cache.clear()
-        _keyword_cache[phrase] = found
-    return found
-
-
-def author_key(handle: str) -> str:
-    return (handle or "").strip().lstrip("@").casefold()
-
-
-def person_covers(network: str, handle: str, post_network: str, post_handle: str) -> bool:
-    """Whether a person entry (network or "*", normalized handle) names a post's author."""
-    return handle == author_key(post_handle) and network in (ANY_NETWORK, post_network)
-
-
-@dataclass(slots=True)
-class Screen:
-    """One chat's blocks and rules, loaded in the writer's transaction."""
-
-    blocks: list[tuple[str, str]]
-    rules: list[Rule]
-
-    @classmethod
-    def load(cls, session: Session, chat_id: int) -> Screen:
-        blocks = session.execute(
-            select(ChatPerson.network, ChatPerson.handle).where(
-                ChatPerson.chat_id == chat_id,  # type: ignore[arg-type]
-                ChatPerson.role == BLOCKED,  # type: ignore[arg-type]
-            )
-        ).all()
-        rules = session.execute(
-            select(RoomRule.id, RoomRule.kind, RoomRule.pattern).where(
-                RoomRule.chat_id == chat_id  # type: ignore[arg-type]
-            )
-        ).all()
-        return cls(
-            blocks=[(n, h) for n, h in blocks],
-            rules=[Rule(id=i, kind=k, pattern=p) for i, k, p in rules],
-        )
-
-    def blocked(self, network: str, handle: str) -> bool:
-        return any(person_covers(n, h, network, handle) for n, h in self.blocks)
-
-    def rule_for(self, post: Post) -> Rule | None:
-        """The first rule ``post`` trips, if any."""
-        if not self.rules:
-            return None
-        folded = f"{post.spoiler_text}\n{post.text}".casefold()
-        hosts = link_hosts(post.html, post.text)
-        for rule in self.rules:
-            if rule.matches(folded, hosts):
-                return rule
-        return None
-
-    def apply(self, post: Post, *, is_host: bool) -> None:
-        """Mark a new post before it is stored: hidden when its author is blocked, held for
-        review when it trips a rule (hosts' posts never are)."""
-        if self.blocked(post.network, post.author_handle):
-            post.hidden = True
-            post.extra = {**post.extra, HIDDEN_BY_BLOCK: True}
-        elif not is_host and (rule := self.rule_for(post)) is not None:
-            post.held = True
-            post.extra = {**post.extra, HELD_BY: rule.describe()}
-
-    def hold_edit(self, post: Post, *, is_host: bool) -> bool:
-        """An edit of a shown post that now trips a rule holds it; True when it did."""
-        if is_host or (rule := self.rule_for(post)) is None:
-            return False
-        post.held = True
-        post.extra = {**post.extra, HELD_BY: rule.describe()}
-        return True
-
-
-def shown(post: Post) -> bool:
-    """Whether readers see ``post``."""
-    return not (post.hidden or post.held or post.deleted)
-
-
-# -- JSON -----------------------------------------------------------------------------------
-
-
-def person_json(row: ChatPerson) -> dict[str, Any]:
-    return {"network": row.network, "handle": row.handle, "role": row.role}
-
-
-def rule_json(row: RoomRule) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "kind": row.kind,
-        "pattern": row.pattern,
-        "created_at": iso(row.created_at),
-    }
-
-
-def action_json(row: ModAction) -> dict[str, Any]:
-    verb = ACTION_VERBS.get(row.action, row.action)
-    return {
-        "id": row.id,
-        "actor": row.actor,
-        "action": row.action,
-        "target": row.target,
-        "summary": f"{verb} {row.target}".strip(),
-        "data": {k: v for k, v in row.data.items() if k != "undone_by"},
-        "created_at": iso(row.created_at),
-        "undone_at": iso(row.undone_at),
-        "undone_by": row.data.get("undone_by"),
-        "undoable": row.undone_at is None and row.action in ACTION_VERBS,
-    }
-
-
-def describe_post(post: Post) -> str:
-    """A short label for the log: 'post 12 by @ann: “Q1: what…”'."""
-    words = " ".join(post.text.split())
-    quote = words if len(words) <= 60 else words[:59] + "…"
-    return f"post {post.id} by @{author_key(post.author_handle)}: “{quote}”"
-
-
-def describe_person(network: str, handle: str) -> str:
-    return f"@{handle}" + ("" if network == ANY_NETWORK else f" on {network}")
-
-
-def record(
-    session: Session, chat_id: int, actor: str, action: str, target: str, data: dict[str, Any]
-) -> ModAction:
-    """Log a moderator's change in the caller's transaction."""
-    row = ModAction(
-        chat_id=chat_id, actor=actor[:200], action=action, target=target[:500], data=data
-    )
-    session.add(row)
-    return row
-
-
-# -- moderators' changes ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Person:
-    """A named host or guest."""
-
-    network: str
-    handle: str
-    role: str
-
-    @classmethod
-    def parse(cls, network: str | None, handle: str, role: str) -> Person:
-        return cls(normalize_network(network), normalize_handle(handle), normalize_role(role))
-
-    def as_json(self) -> dict[str, str]:
-        return {"network": self.network, "handle": self.handle, "role": self.role}
-
-
-class Moderation:
+from .hold_rules import Rule, link_hosts, normalize_rule
+from .models import Chat, ModAction, RoomRule, utcnow
+from .people import (
+    MAX_PEOPLE,
+    PeopleModeration,
+    Person,
+    block_tx,
+    normalize_handle,
+    normalize_network,
+    people_tx,
+    unblock_tx,
+)
+from .policy import HIDDEN_BY_BLOCK, Screen, shown
+from .review import ReviewModeration, add_rule_tx, review_tx
+from .rooms import Rooms, chat_hashtags
+
+
+class Moderation(PeopleModeration, ReviewModeration):
     """Moderators' changes to one process's rooms, all through :class:`Rooms`' writer."""
 
     def __init__(
@@ -362,425 +57,6 @@ class Moderation:
         # Called with the chat after its hashtags changed (set or undone): the running
         # followers restart on the new list.
         self.on_hashtags_change = on_hashtags_change
-
-    # -- helpers inside transactions ------------------------------------------------------
-
-    def _visibility_frame(
-        self, session: Session, post: Post, was_shown: bool, hosts: set[str]
-    ) -> Frame | None:
-        """The event readers need after ``post``'s visibility changed: hide, unhide or none."""
-        now_shown = shown(post)
-        if was_shown and not now_shown:
-            return events.append(
-                session, post.chat_id, "hide", {"post_id": post.id}, post_id=post.id
-            )
-        if now_shown and not was_shown:
-            return self.rooms._post_event(session, "unhide", post, hosts)
-        return None
-
-    @staticmethod
-    def _posts_by(session: Session, chat_id: int, network: str, handle: str) -> list[Post]:
-        """Posts of ``chat_id`` whose author the (network, handle) entry names."""
-        # Handles are compared case-folded in Python: SQLite's lower() knows only ASCII.
-        rows = session.execute(
-            select(Post.id, Post.network, Post.author_handle).where(
-                Post.chat_id == chat_id,  # type: ignore[arg-type]
-                Post.deleted.is_(False),  # type: ignore[attr-defined]
-            )
-        ).all()
-        ids = [i for i, net, h in rows if person_covers(network, handle, net, h)]
-        if not ids:
-            return []
-        return list(
-            session.execute(select(Post).where(Post.id.in_(ids)).order_by(Post.id))  # type: ignore[union-attr]
-            .scalars()
-            .all()
-        )
-
-    def _people_rows(self, session: Session, chat_id: int) -> list[ChatPerson]:
-        return list(
-            session.execute(
-                select(ChatPerson)
-                .where(
-                    ChatPerson.chat_id == chat_id,  # type: ignore[arg-type]
-                    ChatPerson.role.in_(ROLES),  # type: ignore[attr-defined]
-                )
-                .order_by(ChatPerson.role, ChatPerson.handle, ChatPerson.network)  # type: ignore[arg-type]
-            )
-            .scalars()
-            .all()
-        )
-
-    def _people_tx(
-        self, session: Session, chat: Chat, add: Iterable[Person], remove: Iterable[Person]
-    ) -> tuple[list[Person], list[Person], list[Frame]]:
-        """Add and remove hosts/guests; a ``people`` event carries the new list if changed."""
-        rows = {
-            Person(r.network, r.handle, r.role): r
-            for r in self._people_rows(session, chat.id)  # type: ignore[arg-type]
-        }
-        removed = []
-        for person in dict.fromkeys(remove):
-            row = rows.pop(person, None)
-            if row is not None:
-                session.delete(row)
-                removed.append(person)
-        added = []
-        for person in dict.fromkeys(add):
-            if person in rows:
-                continue
-            if len(rows) >= MAX_PEOPLE:
-                raise Invalid(f"people: a chat has at most {MAX_PEOPLE} hosts and guests")
-            row = ChatPerson(chat_id=chat.id, **person.as_json())  # type: ignore[arg-type]
-            session.add(row)
-            rows[person] = row
-            added.append(person)
-        if not added and not removed:
-            return [], [], []
-        session.flush()
-        people = [p.as_json() for p in sorted(rows, key=lambda p: (p.role, p.handle, p.network))]
-        frame = events.append(session, chat.id, "people", {"people": people})  # type: ignore[arg-type]
-        return added, removed, [frame]
-
-    def _block_tx(
-        self, session: Session, chat: Chat, network: str, handle: str
-    ) -> tuple[bool, list[int], list[Frame]]:
-        """Block an author: their shown and held posts are hidden (and flagged as hidden by
-        the block, so unblocking restores exactly those); future posts are stored hidden."""
-        exists = session.execute(
-            select(ChatPerson.id).where(
-                ChatPerson.chat_id == chat.id,  # type: ignore[arg-type]
-                ChatPerson.network == network,  # type: ignore[arg-type]
-                ChatPerson.handle == handle,  # type: ignore[arg-type]
-                ChatPerson.role == BLOCKED,  # type: ignore[arg-type]
-            )
-        ).first()
-        if exists is not None:
-            return False, [], []
-        session.add(ChatPerson(chat_id=chat.id, network=network, handle=handle, role=BLOCKED))  # type: ignore[arg-type]
-        hosts = self.rooms.hosts(session, chat.id)  # type: ignore[arg-type]
-        frames, hidden = [], []
-        for post in self._posts_by(session, chat.id, network, handle):  # type: ignore[arg-type]
-            if post.hidden:
-                continue  # already hidden by a moderator: unblocking must not show it
-            was = shown(post)
-            post.hidden = True
-            post.extra = {**post.extra, HIDDEN_BY_BLOCK: True}
-            session.add(post)
-            hidden.append(post.id)
-            if (frame := self._visibility_frame(session, post, was, hosts)) is not None:
-                frames.append(frame)
-        session.flush()
-        return True, hidden, frames  # type: ignore[return-value]
-
-    def _unblock_tx(
-        self, session: Session, chat: Chat, network: str, handle: str
-    ) -> tuple[list[int], list[Frame]]:
-        row = (
-            session.execute(
-                select(ChatPerson).where(
-                    ChatPerson.chat_id == chat.id,  # type: ignore[arg-type]
-                    ChatPerson.network == network,  # type: ignore[arg-type]
-                    ChatPerson.handle == handle,  # type: ignore[arg-type]
-                    ChatPerson.role == BLOCKED,  # type: ignore[arg-type]
-                )
-            )
-            .scalars()
-            .first()
-        )
-        if row is None:
-            raise NotFound(f"{describe_person(network, handle)} is not blocked in this chat")
-        session.delete(row)
-        session.flush()
-        remaining = Screen.load(session, chat.id)  # type: ignore[arg-type]
-        hosts = self.rooms.hosts(session, chat.id)  # type: ignore[arg-type]
-        frames, restored = [], []
-        for post in self._posts_by(session, chat.id, network, handle):  # type: ignore[arg-type]
-            if not post.extra.get(HIDDEN_BY_BLOCK):
-                continue
-            if remaining.blocked(post.network, post.author_handle):
-                continue  # another block (e.g. on every network) still covers the author
-            was = shown(post)
-            post.hidden = False
-            post.extra = {k: v for k, v in post.extra.items() if k != HIDDEN_BY_BLOCK}
-            session.add(post)
-            restored.append(post.id)
-            if (frame := self._visibility_frame(session, post, was, hosts)) is not None:
-                frames.append(frame)
-        session.flush()
-        return restored, frames  # type: ignore[return-value]
-
-    def _review_tx(
-        self, session: Session, chat: Chat, post: Post, *, held: bool, hidden: bool
-    ) -> list[Frame]:
-        was = shown(post)
-        post.held, post.hidden = held, hidden
-        session.add(post)
-        session.flush()
-        frame = self._visibility_frame(session, post, was, self.rooms.hosts(session, chat.id))  # type: ignore[arg-type]
-        return [frame] if frame is not None else []
-
-    def _add_rule_tx(self, session: Session, chat: Chat, kind: str, pattern: str) -> RoomRule:
-        existing = (
-            session.execute(
-                select(RoomRule).where(
-                    RoomRule.chat_id == chat.id,  # type: ignore[arg-type]
-                    RoomRule.kind == kind,  # type: ignore[arg-type]
-                    RoomRule.pattern == pattern,  # type: ignore[arg-type]
-                )
-            )
-            .scalars()
-            .first()
-        )
-        if existing is not None:
-            return existing
-        rule = RoomRule(chat_id=chat.id, kind=kind, pattern=pattern)  # type: ignore[arg-type]
-        session.add(rule)
-        session.flush()
-        return rule
-
-    @staticmethod
-    def _set_schedule_tx(session: Session, chat: Chat, schedule: dict[str, Any] | None) -> None:
-        values = schedule or {}
-        chat.schedule_start = values.get("start")
-        chat.schedule_timezone = values.get("timezone")
-        chat.schedule_duration_minutes = values.get("duration_minutes")
-        chat.schedule_rrule = values.get("rrule")
-        session.add(chat)
-
-    # -- people ----------------------------------------------------------------------------
-
-    async def people(self, slug: str) -> list[dict[str, Any]]:
-        """The chat's hosts and guests."""
-
-        def fn(session: Session) -> list[dict[str, Any]]:
-            chat = Rooms.chat_by_slug(session, slug)
-            return [person_json(r) for r in self._people_rows(session, chat.id)]  # type: ignore[arg-type]
-
-        return await self.rooms.read(fn)
-
-    async def change_people(
-        self,
-        slug: str,
-        actor: str,
-        *,
-        add: Sequence[Person] = (),
-        remove: Sequence[Person] = (),
-        replace: Sequence[Person] | None = None,
-    ) -> dict[str, Any]:
-        """Add/remove hosts and guests, or ``replace`` the whole list. Returns the new list
-        and what changed; unchanged requests record nothing."""
-
-        def fn(session: Session) -> tuple[dict[str, Any], list[Frame]]:
-            chat = Rooms.chat_by_slug(session, slug)
-            to_add, to_remove = list(add), list(remove)
-            if replace is not None:
-                wanted = set(replace)
-                current = {
-                    Person(r.network, r.handle, r.role)
-                    for r in self._people_rows(session, chat.id)  # type: ignore[arg-type]
-                }
-                to_add = [p for p in dict.fromkeys(replace) if p not in current]
-                to_remove = sorted(current - wanted, key=lambda p: (p.role, p.handle))
-            added, removed, frames = self._people_tx(session, chat, to_add, to_remove)
-            if added or removed:
-                record(
-                    session,
-                    chat.id,  # type: ignore[arg-type]
-                    actor,
-                    "people",
-                    _people_target(added, removed),
-                    {
-                        "added": [p.as_json() for p in added],
-                        "removed": [p.as_json() for p in removed],
-                    },
-                )
-            people = [person_json(r) for r in self._people_rows(session, chat.id)]  # type: ignore[arg-type]
-            result = {
-                "people": people,
-                "added": [p.as_json() for p in added],
-                "removed": [p.as_json() for p in removed],
-            }
-            return result, frames
-
-        return await self.rooms.write(fn)
-
-    # -- blocks ----------------------------------------------------------------------------
-
-    async def blocks(self, slug: str) -> list[dict[str, Any]]:
-        def fn(session: Session) -> list[dict[str, Any]]:
-            chat = Rooms.chat_by_slug(session, slug)
-            rows = session.execute(
-                select(ChatPerson)
-                .where(
-                    ChatPerson.chat_id == chat.id,  # type: ignore[arg-type]
-                    ChatPerson.role == BLOCKED,  # type: ignore[arg-type]
-                )
-                .order_by(ChatPerson.handle)  # type: ignore[arg-type]
-            ).scalars()
-            return [{"network": r.network, "handle": r.handle} for r in rows]
-
-        return await self.rooms.read(fn)
-
-    async def block(self, slug: str, network: str, handle: str, actor: str) -> dict[str, Any]:
-        """Block an author; ``changed`` is False when they already were."""
-
-        def fn(session: Session) -> tuple[dict[str, Any], list[Frame]]:
-            chat = Rooms.chat_by_slug(session, slug)
-            changed, hidden, frames = self._block_tx(session, chat, network, handle)
-            if changed:
-                record(
-                    session,
-                    chat.id,  # type: ignore[arg-type]
-                    actor,
-                    "block",
-                    describe_person(network, handle),
-                    {"network": network, "handle": handle, "post_ids": hidden},
-                )
-            result = {"network": network, "handle": handle, "changed": changed, "hidden": hidden}
-            return result, frames
-
-        return await self.rooms.write(fn)
-
-    async def unblock(self, slug: str, network: str, handle: str, actor: str) -> dict[str, Any]:
-        """Unblock an author and show again the posts their block hid."""
-
-        def fn(session: Session) -> tuple[dict[str, Any], list[Frame]]:
-            chat = Rooms.chat_by_slug(session, slug)
-            restored, frames = self._unblock_tx(session, chat, network, handle)
-            record(
-                session,
-                chat.id,  # type: ignore[arg-type]
-                actor,
-                "unblock",
-                describe_person(network, handle),
-                {"network": network, "handle": handle, "post_ids": restored},
-            )
-            return {"network": network, "handle": handle, "shown": restored}, frames
-
-        return await self.rooms.write(fn)
-
-    # -- rules -----------------------------------------------------------------------------
-
-    async def rules(self, slug: str) -> list[dict[str, Any]]:
-        def fn(session: Session) -> list[dict[str, Any]]:
-            chat = Rooms.chat_by_slug(session, slug)
-            rows = session.execute(
-                select(RoomRule).where(RoomRule.chat_id == chat.id).order_by(RoomRule.id)  # type: ignore[arg-type]
-            ).scalars()
-            return [rule_json(r) for r in rows]
-
-        return await self.rooms.read(fn)
-
-    async def add_rule(self, slug: str, kind: str, pattern: str, actor: str) -> dict[str, Any]:
-        """Add a rule (validated by :func:`normalize_rule`); an existing one is returned."""
-        kind, pattern = normalize_rule(kind, pattern)
-
-        def fn(session: Session) -> tuple[dict[str, Any], list[Frame]]:
-            chat = Rooms.chat_by_slug(session, slug)
-            before = session.execute(
-                select(RoomRule.id).where(
-                    RoomRule.chat_id == chat.id,  # type: ignore[arg-type]
-                    RoomRule.kind == kind,  # type: ignore[arg-type]
-                    RoomRule.pattern == pattern,  # type: ignore[arg-type]
-                )
-            ).first()
-            rule = self._add_rule_tx(session, chat, kind, pattern)
-            if before is None:
-                record(
-                    session,
-                    chat.id,  # type: ignore[arg-type]
-                    actor,
-                    "rule_add",
-                    f'{kind} "{pattern}"',
-                    {"rule_id": rule.id, "kind": kind, "pattern": pattern},
-                )
-            return {"rule": rule_json(rule), "changed": before is None}, []
-
-        return await self.rooms.write(fn)
-
-    async def remove_rule(
-        self,
-        slug: str,
-        actor: str,
-        *,
-        rule_id: int | None = None,
-        kind: str | None = None,
-        pattern: str | None = None,
-    ) -> dict[str, Any]:
-        """Remove a rule by id, or by kind and pattern. Posts it held stay in the queue."""
-        if rule_id is None:
-            kind, pattern = normalize_rule(kind or "", pattern or "")
-
-        def fn(session: Session) -> tuple[dict[str, Any], list[Frame]]:
-            chat = Rooms.chat_by_slug(session, slug)
-            query = select(RoomRule).where(RoomRule.chat_id == chat.id)  # type: ignore[arg-type]
-            if rule_id is not None:
-                query = query.where(RoomRule.id == rule_id)  # type: ignore[arg-type]
-            else:
-                query = query.where(RoomRule.kind == kind, RoomRule.pattern == pattern)  # type: ignore[arg-type]
-            rule = session.execute(query).scalars().first()
-            if rule is None:
-                what = f"rule {rule_id}" if rule_id is not None else f'{kind} rule "{pattern}"'
-                raise NotFound(f"no {what} in this chat")
-            data = rule_json(rule)
-            session.delete(rule)
-            record(
-                session,
-                chat.id,  # type: ignore[arg-type]
-                actor,
-                "rule_remove",
-                f'{rule.kind} "{rule.pattern}"',
-                {"rule_id": rule.id, "kind": rule.kind, "pattern": rule.pattern},
-            )
-            return {"rule": data}, []
-
-        return await self.rooms.write(fn)
-
-    # -- the review queue ------------------------------------------------------------------
-
-    async def held(self, slug: str) -> list[dict[str, Any]]:
-        """Posts waiting for review, oldest first, with the rule that held each."""
-
-        def fn(session: Session) -> list[dict[str, Any]]:
-            chat = Rooms.chat_by_slug(session, slug)
-            hosts = self.rooms.hosts(session, chat.id)  # type: ignore[arg-type]
-            rows = session.execute(
-                select(Post)
-                .where(
-                    Post.chat_id == chat.id,  # type: ignore[arg-type]
-                    Post.held.is_(True),  # type: ignore[attr-defined]
-                    Post.hidden.is_(False),  # type: ignore[attr-defined]
-                    Post.deleted.is_(False),  # type: ignore[attr-defined]
-                )
-                .order_by(Post.id)  # type: ignore[arg-type]
-            ).scalars()
-            return [
-                {
-                    "post": post_json(p, is_host=self.rooms.is_host(p, hosts)),
-                    "held_by": p.extra.get(HELD_BY, ""),
-                }
-                for p in rows
-            ]
-
-        return await self.rooms.read(fn)
-
-    async def review(self, slug: str, post_id: int, approve: bool, actor: str) -> dict[str, Any]:
-        """Approve (show to everyone) or reject (keep hidden) a held post."""
-        action = "approve" if approve else "reject"
-
-        def fn(session: Session) -> tuple[dict[str, Any], list[Frame]]:
-            chat = Rooms.chat_by_slug(session, slug)
-            post = self.rooms._post_in_chat(session, chat.id, post_id)  # type: ignore[arg-type]
-            if not post.held:
-                raise Conflict(f"post {post_id} is not waiting for review")
-            frames = self._review_tx(
-                session, chat, post, held=False, hidden=post.hidden or not approve
-            )
-            record(session, chat.id, actor, action, describe_post(post), {"post_id": post_id})  # type: ignore[arg-type]
-            return {"post_id": post_id, "approved": approve}, frames
-
-        return await self.rooms.write(fn)
 
     # -- schedule --------------------------------------------------------------------------
 
@@ -802,6 +78,15 @@ class Moderation:
         saved = await self.rooms.write(fn)
         self._schedule_changed()
         return saved
+
+    @staticmethod
+    def _set_schedule_tx(session: Session, chat: Chat, schedule: dict[str, Any] | None) -> None:
+        values = schedule or {}
+        chat.schedule_start = values.get("start")
+        chat.schedule_timezone = values.get("timezone")
+        chat.schedule_duration_minutes = values.get("duration_minutes")
+        chat.schedule_rrule = values.get("rrule")
+        session.add(chat)
 
     def _schedule_changed(self) -> None:
         if self.on_schedule_change is not None:
@@ -938,13 +223,15 @@ class Moderation:
         data = row.data
         if row.action == "block":
             try:
-                _restored, frames = self._unblock_tx(session, chat, data["network"], data["handle"])
+                _restored, frames = unblock_tx(
+                    self.rooms, session, chat, data["network"], data["handle"]
+                )
             except NotFound:
                 return False, []  # unblocked since
             return True, frames
         if row.action == "unblock":
-            changed, _hidden, frames = self._block_tx(
-                session, chat, data["network"], data["handle"]
+            changed, _hidden, frames = block_tx(
+                self.rooms, session, chat, data["network"], data["handle"]
             )
             return changed, frames
         if row.action == "rule_add":
@@ -954,10 +241,10 @@ class Moderation:
             session.delete(rule)
             return True, []
         if row.action == "rule_remove":
-            self._add_rule_tx(session, chat, data["kind"], data["pattern"])
+            add_rule_tx(session, chat, data["kind"], data["pattern"])
             return True, []
         if row.action == "people":
-            added, removed, frames = self._people_tx(
+            added, removed, frames = people_tx(
                 session,
                 chat,
                 add=[Person(**p) for p in data.get("removed", [])],
@@ -968,7 +255,7 @@ class Moderation:
             post = self.rooms._post_in_chat(session, chat.id, data["post_id"])  # type: ignore[arg-type]
             # Back to the review queue (a post hidden by a block since stays hidden).
             blocked = bool(post.extra.get(HIDDEN_BY_BLOCK))
-            return True, self._review_tx(session, chat, post, held=True, hidden=blocked)
+            return True, review_tx(self.rooms, session, chat, post, held=True, hidden=blocked)
         if row.action == "schedule":
             self._set_schedule_tx(session, chat, data.get("before"))
             return True, []
@@ -978,12 +265,6 @@ class Moderation:
                 return False, []
             return True, self._set_hashtags_tx(session, chat, before)
         raise Conflict(f"action {row.id} ({row.action}) cannot be undone")
-
-
-def _people_target(added: Sequence[Person], removed: Sequence[Person]) -> str:
-    parts = [f"+{describe_person(p.network, p.handle)} ({p.role})" for p in added]
-    parts += [f"−{describe_person(p.network, p.handle)} ({p.role})" for p in removed]
-    return ", ".join(parts)
 
 
 def _schedule_of(chat: Chat) -> dict[str, Any] | None:
@@ -1004,17 +285,14 @@ def _describe_schedule(schedule: dict[str, Any] | None) -> str:
     return f"{schedule['start']} {schedule['timezone']}, {schedule['duration_minutes']} min{rule}"
 
 
-def actor_label(how: str, name: str | None = None) -> str:
-    """Who did it, for the log: "moderator key" / "moderator link", and a name if given."""
-    base = "moderator key" if how == "key" else "moderator link"
-    name = clean_name(name or "")[:60]
-    return f"{base} ({name})" if name else base
-
-
+# Names routes, tests and older callers import from here; each is owned by the module it
+# comes from (app.people, app.hold_rules, app.action_log, app.policy).
 __all__ = [
+    "MAX_PEOPLE",
     "Conflict",
     "Moderation",
     "Person",
+    "Rule",
     "Screen",
     "action_json",
     "actor_label",

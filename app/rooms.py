@@ -13,18 +13,18 @@ import hashlib
 import hmac
 import logging
 import re
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import event, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from . import events, text
+from . import events, policy, text
+from .action_log import describe_post, record
 from .config import Settings
 from .db import session_scope
 from .errors import Invalid, NotFound
@@ -32,16 +32,15 @@ from .events import Frame
 from .hub import Fanout, Hub, LocalFanout
 from .models import (
     Chat,
-    ChatPerson,
     ModAction,
     Pin,
     Post,
     PostAlias,
-    RoomRule,
     Source,
     utcnow,
 )
 from .networks.base import Author, Batch, Delete, RemotePost, Upsert
+from .policy import CONFIG_COMMITTED, HIDDEN_BY_BLOCK, Screen
 from .present import Presenter, pin_json, post_json
 from .qa import answer_number, question_number
 from .security import hash_key, new_epoch, new_moderator_key
@@ -51,67 +50,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEMO_SLUG = "demo"
-# Post.extra flag: hidden because its author is blocked (unblocking shows exactly these).
-HIDDEN_BY_BLOCK = "hidden_by_block"
-
-
-# Hosts, blocks and rules are read for every stored post; they change rarely. Changes made
-# through this process's sessions drop the cache at once (see _forget_config below); a change
-# made by another web process shows here within CONFIG_TTL seconds.
-CONFIG_TTL = 5.0
-CONFIG_COMMITTED = "hashroom.config_committed"  # session.info: chat ids whose config changed
 # session.info flag of write transactions: Rooms.chat_by_slug then locks the chat's row.
 WRITING = "hashroom.writing"
 # A write that lost a race on a unique constraint to another process is run again this many
 # times (the second run finds the other's row: a duplicate delivery, not an error).
 WRITE_RETRIES = 2
-
-
-@dataclass(slots=True)
-class _ChatConfig:
-    hosts: set[str]
-    screen: Any
-    loaded: float
-
-
-_config_cache: dict[tuple[str, int], _ChatConfig] = {}
-
-
-def _config_key(session: Session, chat_id: int) -> tuple[str, int]:
-    return (str(session.get_bind().url), chat_id)
-
-
-@event.listens_for(Session, "after_flush")
-def _forget_config(session: Session, _context: Any) -> None:
-    changed = session.info.setdefault("config_chats", set())
-    for obj in (*session.new, *session.dirty, *session.deleted):
-        if isinstance(obj, ChatPerson | RoomRule):
-            key = _config_key(session, obj.chat_id)
-            changed.add(key)
-            _config_cache.pop(key, None)
-
-
-@event.listens_for(Session, "after_commit")
-def _forget_config_at_commit(session: Session) -> None:
-    keys = session.info.pop("config_chats", ())
-    # A read later in the same transaction may have cached uncommitted rows: drop them again.
-    for key in keys:
-        _config_cache.pop(key, None)
-    # The other processes of a cluster are told after the write (Rooms.write).
-    if keys:
-        session.info.setdefault(CONFIG_COMMITTED, set()).update(c for _url, c in keys)
-
-
-@event.listens_for(Session, "after_rollback")
-def _forget_config_at_rollback(session: Session) -> None:
-    for key in session.info.pop("config_chats", ()):
-        _config_cache.pop(key, None)
-
-
-def forget_config(chat_id: int) -> None:
-    """Drop the cached hosts/blocks/rules of ``chat_id`` (another process changed them)."""
-    for key in [k for k in _config_cache if k[1] == chat_id]:
-        _config_cache.pop(key, None)
 
 
 @dataclass(slots=True)
@@ -298,47 +241,17 @@ class Rooms:
         return post
 
     def hosts(self, session: Session, chat_id: int) -> set[str]:
-        """The chat's named hosts and guests, as :func:`person_key` keys (cached)."""
-        return self._config(session, chat_id).hosts
+        """The chat's named hosts and guests, as :func:`app.policy.person_key` keys (cached)."""
+        return policy.for_chat(session, chat_id).hosts
 
-    def screen(self, session: Session, chat_id: int) -> Any:
-        """The chat's blocks and hold rules (:class:`app.moderation.Screen`, cached)."""
-        return self._config(session, chat_id).screen
-
-    def _config(self, session: Session, chat_id: int) -> _ChatConfig:
-        key = _config_key(session, chat_id)
-        cached = _config_cache.get(key)
-        now = time.monotonic()
-        if cached is not None and now - cached.loaded < CONFIG_TTL:
-            return cached
-        from .moderation import Screen
-
-        rows = session.execute(
-            select(ChatPerson.network, ChatPerson.handle).where(
-                ChatPerson.chat_id == chat_id,  # type: ignore[arg-type]
-                ChatPerson.role.in_(("host", "guest")),  # type: ignore[attr-defined]
-            )
-        ).all()
-        config = _ChatConfig(
-            hosts={person_key(network, handle) for network, handle in rows},
-            screen=Screen.load(session, chat_id),
-            loaded=now,
-        )
-        _config_cache[key] = config
-        return config
+    def screen(self, session: Session, chat_id: int) -> Screen:
+        """The chat's blocks and hold rules (cached)."""
+        return policy.for_chat(session, chat_id).screen
 
     @staticmethod
     def is_host(post: Post, hosts: set[str]) -> bool:
-        """Whether ``post`` is by one of the chat's hosts or guests. A network vouches for
-        its handles; in a native room anyone can type any name, so only posts made by
-        someone the moderators vouched for (``extra.is_host``) count."""
-        if post.extra.get("is_host"):
-            return True
-        if post.network == "native":
-            return False
-        return person_key("*", post.author_handle) in hosts or (
-            person_key(post.network, post.author_handle) in hosts
-        )
+        """Whether ``post`` is by one of the chat's hosts or guests (:func:`app.policy.is_host`)."""
+        return policy.is_host(post, hosts)
 
     def present(self, post: Post, hosts: set[str]) -> dict[str, Any]:
         data = post_json(post, is_host=self.is_host(post, hosts))
@@ -539,10 +452,6 @@ class Rooms:
         through a network account; the network's own delivery later reconciles them.
         """
         hosts = self.hosts(session, chat.id)  # type: ignore[arg-type]
-        # Blocks and hold-for-review rules. app/moderation.py builds on this module, so it is
-        # imported here rather than at the top.
-        from .moderation import shown
-
         screen = self.screen(session, chat.id)  # type: ignore[arg-type]
         frames: list[Frame] = []
         stored: list[Post] = []
@@ -562,7 +471,7 @@ class Rooms:
                     session.add(post)
                     session.flush()
                     self._alias(session, source_id, rp.local_id, post.id)  # type: ignore[arg-type]
-                    if shown(post):  # blocked and held posts never reach readers
+                    if policy.shown(post):  # blocked and held posts never reach readers
                         frames.append(self._post_event(session, "post", post, hosts))
                         self._note_reply(session, chat, post)
                     stored.append(post)
@@ -597,7 +506,7 @@ class Rooms:
                 if better_author:
                     for attr in ("author_name", "author_handle", "author_avatar", "author_url"):
                         setattr(existing, attr, getattr(fresh, attr) or getattr(existing, attr))
-                was_shown = shown(existing)
+                was_shown = policy.shown(existing)
                 existing.pending = False
                 existing.extra = {**existing.extra, **fresh.extra}
                 held = was_shown and screen.hold_edit(
@@ -615,7 +524,7 @@ class Rooms:
                             post_id=existing.id,  # type: ignore[arg-type]
                         )
                     )
-                elif shown(existing):
+                elif policy.shown(existing):
                     frames.append(self._post_event(session, "update", existing, hosts))
                 stored.append(existing)
             else:
@@ -808,8 +717,6 @@ class Rooms:
         (undo applies inverses unlogged)."""
         if actor is None:
             return None
-        from .moderation import describe_post, record
-
         return record(
             session, post.chat_id, actor, action, describe_post(post), {"post_id": post.id, **data}
         )
@@ -943,7 +850,7 @@ class Rooms:
             posts = (
                 session.execute(
                     select(Post)
-                    .where(Post.chat_id == chat.id, *_visible())  # type: ignore[arg-type]
+                    .where(Post.chat_id == chat.id, *policy.visible())  # type: ignore[arg-type]
                     .order_by(Post.id.desc())  # type: ignore[union-attr]
                     .limit(n)
                 )
@@ -967,7 +874,7 @@ class Rooms:
         def fn(session: Session) -> list[dict[str, Any]]:
             chat = self.chat_by_slug(session, slug)
             hosts = self.hosts(session, chat.id)  # type: ignore[arg-type]
-            query = select(Post).where(Post.chat_id == chat.id, *_visible())  # type: ignore[arg-type]
+            query = select(Post).where(Post.chat_id == chat.id, *policy.visible())  # type: ignore[arg-type]
             if before is not None:
                 query = query.where(Post.id < before)  # type: ignore[arg-type, operator]
             rows = session.execute(query.order_by(Post.id.desc()).limit(limit)).scalars().all()  # type: ignore[union-attr]
@@ -1013,7 +920,7 @@ class Rooms:
                     func.count(Post.id).label("n"),
                     func.max(Post.created_at).label("last"),
                 )
-                .where(*_visible())
+                .where(*policy.visible())
                 .group_by(Post.chat_id)
                 .subquery()
             )
@@ -1099,32 +1006,12 @@ def chat_hashtags(chat: Chat | Mapping[str, Any]) -> list[str]:
     return list(tags) if tags else [tag] if tag else []
 
 
-def person_key(network: str, handle: str) -> str:
-    """How a named person is matched: the handle without '@', case-folded, prefixed by its
-    network unless it applies to every network ("*")."""
-    key = handle.strip().lstrip("@").casefold()
-    return key if network == "*" else f"{network}\t{key}"
-
-
 def _lost_race(exc: IntegrityError) -> bool:
     """True when ``exc`` is another process storing the same remote post first."""
     message = str(exc.orig)
     return "uq_post_remote" in message or (
         "UNIQUE constraint failed: post.chat_id, post.network, post.remote_id" in message
     )
-
-
-def _visible() -> tuple[Any, ...]:
-    return (
-        Post.hidden.is_(False),  # type: ignore[attr-defined]
-        Post.deleted.is_(False),  # type: ignore[attr-defined]
-        Post.held.is_(False),  # type: ignore[attr-defined]
-    )
-
-
-def visible() -> tuple[Any, ...]:
-    """The clauses of "readers see this post", for queries outside this module."""
-    return _visible()
 
 
 def _better_author(fresh: Post, existing: Post) -> bool:

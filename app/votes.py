@@ -32,7 +32,8 @@ from . import events
 from .events import Frame
 from .grants import account_allowed, session_account_ids
 from .models import Account, AnsweredQuestion, Pin, Post, QuestionVote
-from .rooms import Invalid, NotFound, Rooms, visible
+from .policy import shown, visible
+from .rooms import Invalid, NotFound, Rooms
 
 # A session names at most this many accounts (app/grants.py keeps ten); read no more.
 MAX_SESSION_ACCOUNTS = 10
@@ -158,7 +159,7 @@ def _question(session: Session, slug: str, post_id: int) -> tuple[int, Post]:
     """The chat's id and the shown question ``post_id``; NotFound / NotAQuestion otherwise."""
     chat = Rooms.chat_by_slug(session, slug)
     post = session.get(Post, post_id)
-    if post is None or post.chat_id != chat.id or post.deleted or post.hidden or post.held:
+    if post is None or post.chat_id != chat.id or not shown(post):
         raise NotFound(f"no post {post_id} in this chat")
     if post.question_number is None and post_id not in question_ids(session, chat.id):  # type: ignore[arg-type]
         raise NotAQuestion(

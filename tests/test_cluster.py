@@ -117,7 +117,7 @@ async def test_clients_of_both_processes_get_every_post_once_in_order(cluster):
         assert state == {"mode": "redis", "connected": True}
 
     # A block made through A applies to B's very next post: B dropped its cached blocks on
-    # A's message instead of keeping them for app.rooms.CONFIG_TTL.
+    # A's message instead of keeping them for app.policy.CONFIG_TTL.
     async with httpx.AsyncClient(timeout=10) as http:
         before = await http.post(
             f"{b.url}/api/chats/{slug}/posts", json={"text": "first", "author": "Troll"}

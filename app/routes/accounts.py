@@ -38,7 +38,8 @@ def account_json(account: Account) -> dict[str, Any]:
     }
 
 
-def _accounts(request: Request) -> Accounts:
+def accounts_service(request: Request) -> Accounts:
+    """The app's account service; Unavailable (503) until the lifespan has made it."""
     accounts = request.app.state.accounts
     if accounts is None:
         raise Unavailable("accounts are not available on this server")
@@ -59,7 +60,7 @@ def _secret(request: Request) -> str:
 
 
 async def usable_account(request: Request, account_id: int) -> Account:
-    account = await _accounts(request).get(account_id)
+    account = await accounts_service(request).get(account_id)
     if not may_use(request, account):
         raise HTTPException(
             403,
@@ -74,7 +75,7 @@ async def session_accounts(request: Request) -> list[Account]:
     out = []
     for account_id in session_account_ids(request.session):
         try:
-            account = await _accounts(request).get(account_id)
+            account = await accounts_service(request).get(account_id)
         except (NotFound, Unavailable):  # disconnected: its grant died with it
             continue
         if account_allowed(request.session, _secret(request), account):
@@ -99,7 +100,7 @@ def remember(request: Request, account: Account) -> None:
 )
 async def connect_account(body: AccountIn, request: Request) -> dict[str, Any]:
     fields = body.model_dump()
-    account, key = await _accounts(request).connect(body.network, fields)
+    account, key = await accounts_service(request).connect(body.network, fields)
     if request.app.state.session_cookie in request.cookies:
         remember(request, account)
     return {**account_json(account), "key": key}
@@ -118,7 +119,7 @@ async def my_accounts(request: Request) -> list[dict[str, Any]]:
 )
 async def disconnect_account(account_id: RowId, request: Request) -> Response:
     account = await usable_account(request, account_id)
-    await _accounts(request).disconnect(account)
+    await accounts_service(request).disconnect(account)
     forget_account(request.session, account_id)
     return Response(status_code=204)
 
@@ -126,7 +127,7 @@ async def disconnect_account(account_id: RowId, request: Request) -> Response:
 async def publish_via_account(request: Request, slug: str, body: Any) -> dict[str, Any]:
     """``POST /api/chats/{slug}/posts`` with ``account_id``: post as that account."""
     account = await usable_account(request, body.account_id)
-    return await _accounts(request).post(
+    return await accounts_service(request).post(
         slug,
         account,
         body.text,

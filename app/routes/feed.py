@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from ..deps import INT64_MAX, ModeratorDep, SettingsDep
 from ..feeds import Feeds
 from ..networks.feedgen import FeedError, check_limit, did_document
-from .accounts import _accounts, usable_account
+from .accounts import accounts_service, usable_account
 from .errors import errors
 
 router = APIRouter(tags=["feed"], responses=errors(422))
@@ -105,7 +105,7 @@ async def publish_feed(
 ) -> dict[str, Any]:
     account = await usable_account(request, body.account_id)
     base = settings.public_url.rstrip("/") or str(request.base_url).rstrip("/")
-    return {"feed": await _feeds(request).publish(slug, account, _accounts(request), base)}
+    return {"feed": await _feeds(request).publish(slug, account, accounts_service(request), base)}
 
 
 @router.delete(
@@ -122,5 +122,5 @@ async def remove_feed(
     account_id: int = Query(..., ge=1, le=INT64_MAX),
 ) -> Response:
     account = await usable_account(request, account_id)
-    await _feeds(request).remove(slug, account, _accounts(request))
+    await _feeds(request).remove(slug, account, accounts_service(request))
     return Response(status_code=204)

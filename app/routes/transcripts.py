@@ -24,6 +24,7 @@ from sqlmodel import Session
 from .. import qa, transcript, votes
 from ..deps import RoomsDep, SettingsDep
 from ..models import Chat, Pin, Post
+from ..policy import visible
 from ..present import post_json
 from ..rooms import Rooms, chat_hashtags
 from ..schedule import sessions
@@ -82,9 +83,7 @@ async def read_room(rooms: Rooms, slug: str) -> RoomRead:
                 select(Post)
                 .where(
                     Post.chat_id == chat.id,  # type: ignore[arg-type]
-                    Post.hidden.is_(False),  # type: ignore[attr-defined]
-                    Post.held.is_(False),  # type: ignore[attr-defined]
-                    Post.deleted.is_(False),  # type: ignore[attr-defined]
+                    *visible(),
                     Post.reposted_by_handle.is_(None),  # type: ignore[union-attr]
                 )
                 .order_by(Post.created_at, Post.id)  # type: ignore[arg-type]

@@ -5,7 +5,8 @@ Each module exposes ``install(app, settings)``, called by :func:`app.main.create
 add to ``app.state.source_builders`` (validate a chat's source config and seal its secrets),
 append to ``app.state.startup_hooks`` (coroutines run in the lifespan once ``app.state.http``,
 ``app.state.ingest`` and ``app.state.publishers`` exist, to register follower factories and
-publishers) and include routers.
+publishers). Sign-in routes live in ``app/routes/auth_<name>.py``; the app factory mounts
+them, so a source module never imports a router (which would import it back).
 """
 
 from __future__ import annotations

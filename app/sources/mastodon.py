@@ -11,7 +11,8 @@
 - **Posting** — :class:`MastodonPublisher`: posts public statuses on the user's *own*
   instance, replies to the target by the id that instance gave it (when it delivered the
   post to the room) or resolved there by ``uri``, revokes OAuth tokens on sign-out.
-- **Sign-in** — the OAuth routes in :mod:`app.routes.auth_mastodon`.
+- **Sign-in** — the OAuth routes in :mod:`app.routes.auth_mastodon` (mounted by the app
+  factory), which check the instance with :func:`normalize_instance`.
 
 Instance addresses: ``https://host[:port]`` or a bare domain. Plain ``http://`` is accepted
 only for a server on this machine in development; in production every connection goes to a
@@ -311,9 +312,7 @@ class MastodonPublisher:
 
 
 def install(app: FastAPI, settings: Settings) -> None:
-    """Register the Mastodon source builder, follower factory, publisher and sign-in routes."""
-    from ..routes import auth_mastodon
-
+    """Register the Mastodon source builder, follower factory and publisher."""
     vault: Vault = app.state.vault
     policy: OutboundPolicy = app.state.outbound
 
@@ -366,4 +365,3 @@ def install(app: FastAPI, settings: Settings) -> None:
 
     app.state.source_builders[NETWORK] = build_source
     app.state.startup_hooks.append(startup)
-    app.include_router(auth_mastodon.router)

@@ -15,7 +15,7 @@
   renewed before their 2-hour expiry and sealed again; replies X refuses (the
   February 2026 rule) come back as :class:`~app.networks.base.ReplyRefused` with X's web
   reply link, and the composer offers a quote post instead.
-- **Sign-in** — :mod:`app.routes.auth_x`.
+- **Sign-in** — :mod:`app.routes.auth_x` (mounted by the app factory).
 """
 
 from __future__ import annotations
@@ -274,9 +274,7 @@ class XPublisher:
 
 
 def install(app: FastAPI, settings: Settings) -> None:
-    """Register the X source builder, follower factory, publisher and sign-in routes."""
-    from ..routes import auth_x
-
+    """Register the X source builder, follower factory and publisher."""
     vault: Vault = app.state.vault
     policy: OutboundPolicy = app.state.outbound
 
@@ -367,7 +365,6 @@ def install(app: FastAPI, settings: Settings) -> None:
 
     app.state.source_builders[NETWORK] = build_source
     app.state.startup_hooks.append(startup)
-    app.include_router(auth_x.router)
     app.state.templates.env.globals["x_signin"] = bool(settings.x_client_id)
     if not hasattr(app.state, "length_rules"):
         app.state.length_rules = {}
