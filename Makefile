@@ -11,7 +11,7 @@ TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 BLUESKY_PEER_INSTALL := tests/peers/bluesky/install.sh
 
 .DEFAULT_GOAL := help
-.PHONY: help install migrate run test test-pg lint format bench bench-cluster mutants clean distclean
+.PHONY: help install migrate run test test-pg lint format bench bench-ingest bench-cluster mutants clean distclean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ format: $(INSTALLED) ## Fix what ruff can fix and format the code
 
 bench: $(INSTALLED) ## Run the fan-out benchmark
 	$(BIN)/python bench/fanout.py
+
+bench-ingest: $(INSTALLED) ## Ingest throughput: the real ingester beside raw batched inserts (SQLite, PostgreSQL)
+	$(BIN)/python bench/ingest.py
 
 bench-cluster: $(INSTALLED) ## Cross-process delivery latency and CPU (PostgreSQL + redis-server)
 	$(BIN)/python bench/cluster.py

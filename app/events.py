@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlmodel import Session
 
 from .models import Chat, Event
@@ -59,6 +59,41 @@ def append(
     text = encode({"type": type_, "offset": offset, "epoch": epoch, "ts": time.time(), **payload})
     session.add(Event(chat_id=chat_id, offset=offset, type=type_, post_id=post_id, frame=text))
     return Frame(chat_id=chat_id, offset=offset, text=text, epoch=epoch)
+
+
+def append_many(
+    session: Session, chat_id: int, items: list[tuple[str, dict[str, Any], int | None]]
+) -> list[Frame]:
+    """Append ``items`` — ``(type, payload, post_id)`` each, in order — to ``chat_id``'s log
+    in the caller's transaction; return their frames. The same events, offsets and frames
+    as calling :func:`append` for each in turn, with one offset bump and one insert."""
+    if not items:
+        return []
+    row = session.execute(
+        update(Chat)
+        .where(Chat.id == chat_id)  # type: ignore[arg-type]
+        .values(last_offset=Chat.last_offset + len(items))
+        .returning(Chat.last_offset, Chat.epoch)
+    ).one()
+    head, epoch = row
+    frames: list[Frame] = []
+    rows: list[dict[str, Any]] = []
+    for offset, (type_, payload, post_id) in enumerate(items, head - len(items) + 1):
+        text = encode(
+            {"type": type_, "offset": offset, "epoch": epoch, "ts": time.time(), **payload}
+        )
+        frames.append(Frame(chat_id=chat_id, offset=offset, text=text, epoch=epoch))
+        rows.append(
+            {
+                "chat_id": chat_id,
+                "offset": offset,
+                "type": type_,
+                "post_id": post_id,
+                "frame": text,
+            }
+        )
+    session.execute(insert(Event.__table__), rows)  # type: ignore[attr-defined]
+    return frames
 
 
 def read_after(session: Session, chat_id: int, after: int, limit: int) -> list[Frame]:

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from . import events, policy, text
+from . import events, policy, post_rows, text
 from .action_log import describe_post, record
 from .config import Settings
 from .db import session_scope
@@ -367,7 +367,10 @@ class Rooms:
             raw_text = raw_text[: self.settings.max_post_text]
         return raw_html, raw_text, cut
 
-    def _build_post(self, session: Session, chat: Chat, rp: RemotePost) -> Post:
+    def _build_post(self, chat: Chat, rp: RemotePost, parent: Any) -> Post:
+        """An unsaved post from ``rp`` (:func:`app.post_rows.new_post`). ``parent`` is the
+        stored post it replies to, if any — anything with its ``id``, ``author_handle`` and
+        ``question_number``."""
         raw_html, raw_text, cut = self._bounded(rp)
         html = text.sanitize_html(raw_html) if raw_html else text.render_text(raw_text)
         plain = raw_text or text.html_to_text(html)
@@ -376,22 +379,18 @@ class Rooms:
             plain = plain[: self.settings.max_post_text]
         parent_id = None
         reply_to_handle = rp.reply_to_handle
-        if rp.in_reply_to:
-            parent = session.execute(
-                select(Post.id, Post.author_handle).where(
-                    Post.chat_id == chat.id,  # type: ignore[arg-type]
-                    Post.remote_id == rp.in_reply_to,  # type: ignore[arg-type]
-                )
-            ).first()
-            if parent is not None:
-                # Networks that name the parent only by reference (Bluesky) learn its
-                # author here, for the "replying to @…" line.
-                parent_id, reply_to_handle = parent[0], reply_to_handle or parent[1]
+        if parent is not None:
+            # Networks that name the parent only by reference (Bluesky) learn its
+            # author here, for the "replying to @…" line.
+            parent_id, reply_to_handle = parent.id, reply_to_handle or parent.author_handle
         extra = dict(rp.extra)
         if cut:
             extra["cut"] = cut  # original sizes, so readers and moderators know it was cut
-        post = Post(
-            chat_id=chat.id,  # type: ignore[arg-type]
+        answer = answer_number(plain)
+        if answer is None and parent_id is not None:
+            answer = parent.question_number
+        return post_rows.new_post(
+            chat_id=chat.id,
             network=rp.network,
             remote_id=rp.remote_id,
             url=_http_only(rp.url),
@@ -424,16 +423,17 @@ class Rooms:
             reposted_by_name=text.clean_name(rp.reposted_by.name)[:200] if rp.reposted_by else None,
             reposted_by_handle=rp.reposted_by.handle if rp.reposted_by else None,
             question_number=question_number(plain),
-            answer_number=answer_number(plain),
+            answer_number=answer,
+            hidden=False,
+            held=False,
+            deleted=False,
+            pending=False,
+            account_id=None,
             extra=extra,
             created_at=rp.created_at,
             edited_at=rp.edited_at,
+            stored_at=utcnow(),
         )
-        if post.answer_number is None and parent_id is not None:
-            parent = session.get(Post, parent_id)
-            if parent is not None and parent.question_number is not None:
-                post.answer_number = parent.question_number
-        return post
 
     def _apply_batch(
         self,
@@ -448,118 +448,147 @@ class Rooms:
         """Store ``changes`` for ``chat``: insert new posts, apply edits, reconcile pending
         copies, mark deletes; returns the posts written and their frames.
 
-        ``pending``/``account_id`` mark new posts as optimistic copies of a post just made
-        through a network account; the network's own delivery later reconciles them.
+        The outcome — rows, frames and their order, notes — is that of applying the changes
+        one after the other; the batch's lookups and inserts are merely made together
+        (:mod:`app.post_rows`). ``pending``/``account_id`` mark new posts as optimistic
+        copies of a post just made through a network account; the network's own delivery
+        later reconciles them.
         """
         hosts = self.hosts(session, chat.id)  # type: ignore[arg-type]
         screen = self.screen(session, chat.id)  # type: ignore[arg-type]
-        frames: list[Frame] = []
+        upserts = [c.post for c in changes if isinstance(c, Upsert)]
+        for rp in upserts:
+            if rp.reposted_by is not None:
+                # A repost is its own item in the column ("reposted by …"), keyed so that
+                # the same boost seen on several instances is still stored once.
+                rp.remote_id = f"{rp.remote_id}#repost:{rp.reposted_by.handle.casefold()}"
+        chat_id: int = chat.id  # type: ignore[assignment]
+        known = post_rows.stored_posts(session, chat_id, (rp.remote_id for rp in upserts))
+        parents = post_rows.reply_parents(
+            session, chat_id, (rp.in_reply_to for rp in upserts if rp.in_reply_to)
+        )
+        for post in known.values():  # the loaded copy shows edits made earlier in the batch
+            if getattr(parents.get(post.remote_id), "id", None) == post.id:
+                parents[post.remote_id] = post
+        aliased: set[str] = set()
+        if source_id is not None:
+            local_ids = [rp.local_id for rp in upserts if rp.local_id]
+            aliased = post_rows.known_aliases(session, source_id, local_ids)
+        unsaved: list[Post] = []  # new posts not inserted yet
+        aliases: list[tuple[str, Post]] = []  # aliases not inserted yet
+        # Each event in order: a new post to present once it has its id, or a ready payload.
+        slots: list[Post | tuple[str, dict[str, Any], int | None]] = []
         stored: list[Post] = []
+
+        def insert_unsaved() -> None:
+            post_rows.insert_posts(session, unsaved)
+            unsaved.clear()
+
+        def alias(local_id: str | None, post: Post) -> None:
+            if source_id is not None and local_id and local_id not in aliased:
+                aliased.add(local_id)
+                aliases.append((local_id, post))
+
+        def parent_of(rp: RemotePost) -> Any:
+            parent = parents.get(rp.in_reply_to) if rp.in_reply_to else None
+            if parent is not None and parent.id is None:
+                insert_unsaved()  # a reply to a post of this batch names its id
+            return parent
+
         for change in changes:
-            if isinstance(change, Upsert):
-                rp = change.post
-                if rp.reposted_by is not None:
-                    # A repost is its own item in the column ("reposted by …"), keyed so that
-                    # the same boost seen on several instances is still stored once.
-                    rp.remote_id = f"{rp.remote_id}#repost:{rp.reposted_by.handle.casefold()}"
-                existing = self.find_post(session, chat.id, rp.network, rp.remote_id)  # type: ignore[arg-type]
-                if existing is None:
-                    post = self._build_post(session, chat, rp)
-                    post.pending = pending
-                    post.account_id = account_id
-                    screen.apply(post, is_host=self.is_host(post, hosts))
-                    session.add(post)
-                    session.flush()
-                    self._alias(session, source_id, rp.local_id, post.id)  # type: ignore[arg-type]
-                    if policy.shown(post):  # blocked and held posts never reach readers
-                        frames.append(self._post_event(session, "post", post, hosts))
-                        self._note_reply(session, chat, post)
-                    stored.append(post)
-                    continue
-                self._alias(session, source_id, rp.local_id, existing.id)  # type: ignore[arg-type]
-                fresh = self._build_post(session, chat, rp)
-                better_author = _better_author(fresh, existing)
-                changed = existing.pending or (
-                    not existing.deleted
-                    and (
-                        fresh.html != existing.html
-                        or _edited_later(fresh, existing)
-                        or better_author
-                    )
-                )
-                if not changed:
-                    continue  # a duplicate delivery (another instance, a replayed stream)
-                for attr in (
-                    "html",
-                    "text",
-                    "spoiler_text",
-                    "sensitive",
-                    "media",
-                    "quote",
-                    "language",
-                    "url",
-                    "edited_at",
-                    "question_number",
-                    "answer_number",
-                ):
-                    setattr(existing, attr, getattr(fresh, attr))
-                if better_author:
-                    for attr in ("author_name", "author_handle", "author_avatar", "author_url"):
-                        setattr(existing, attr, getattr(fresh, attr) or getattr(existing, attr))
-                was_shown = policy.shown(existing)
-                existing.pending = False
-                existing.extra = {**existing.extra, **fresh.extra}
-                held = was_shown and screen.hold_edit(
-                    existing, is_host=self.is_host(existing, hosts)
-                )
-                session.add(existing)
-                session.flush()
-                if held:  # an edit that trips a rule goes back for review
-                    frames.append(
-                        events.append(
-                            session,
-                            chat.id,
-                            "hide",
-                            {"post_id": existing.id},
-                            post_id=existing.id,  # type: ignore[arg-type]
-                        )
-                    )
-                elif policy.shown(existing):
-                    frames.append(self._post_event(session, "update", existing, hosts))
-                stored.append(existing)
-            else:
-                post = self._find_deleted(session, chat.id, source_id, change)  # type: ignore[arg-type]
+            if isinstance(change, Delete):
+                insert_unsaved()
+                if source_id is not None:
+                    post_rows.insert_aliases(session, source_id, aliases)
+                    aliases.clear()
+                post = self._find_deleted(session, chat_id, source_id, change)
                 if post is None or post.deleted:
                     continue
                 post.deleted = True
                 session.add(post)
-                frames.append(
-                    events.append(session, chat.id, "delete", {"post_id": post.id}, post_id=post.id)  # type: ignore[arg-type]
-                )
-        return stored, frames
+                known[(post.network, post.remote_id)] = post
+                slots.append(("delete", {"post_id": post.id}, post.id))
+                continue
+            rp = change.post
+            existing = known.get((rp.network, rp.remote_id))
+            if existing is None:
+                post = self._build_post(chat, rp, parent_of(rp))
+                post.pending = pending
+                post.account_id = account_id
+                screen.apply(post, is_host=self.is_host(post, hosts))
+                unsaved.append(post)
+                known[(rp.network, rp.remote_id)] = post
+                parents.setdefault(rp.remote_id, post)
+                alias(rp.local_id, post)
+                if policy.shown(post):  # blocked and held posts never reach readers
+                    slots.append(post)
+                stored.append(post)
+                continue
+            alias(rp.local_id, existing)
+            fresh = self._build_post(chat, rp, parent_of(rp))
+            better_author = _better_author(fresh, existing)
+            changed = existing.pending or (
+                not existing.deleted
+                and (fresh.html != existing.html or _edited_later(fresh, existing) or better_author)
+            )
+            if not changed:
+                continue  # a duplicate delivery (another instance, a replayed stream)
+            if post_rows.is_unsaved(existing):  # new in this batch: change a loaded copy
+                insert_unsaved()
+                existing = session.get(Post, existing.id)
+                assert existing is not None
+                known[(rp.network, rp.remote_id)] = existing
+                if getattr(parents.get(rp.remote_id), "id", None) == existing.id:
+                    parents[rp.remote_id] = existing
+            for attr in (
+                "html",
+                "text",
+                "spoiler_text",
+                "sensitive",
+                "media",
+                "quote",
+                "language",
+                "url",
+                "edited_at",
+                "question_number",
+                "answer_number",
+            ):
+                setattr(existing, attr, getattr(fresh, attr))
+            if better_author:
+                for attr in ("author_name", "author_handle", "author_avatar", "author_url"):
+                    setattr(existing, attr, getattr(fresh, attr) or getattr(existing, attr))
+            was_shown = policy.shown(existing)
+            existing.pending = False
+            existing.extra = {**existing.extra, **fresh.extra}
+            held = was_shown and screen.hold_edit(existing, is_host=self.is_host(existing, hosts))
+            session.add(existing)
+            if held:  # an edit that trips a rule goes back for review
+                slots.append(("hide", {"post_id": existing.id}, existing.id))
+            elif policy.shown(existing):
+                slots.append(("update", self.present(existing, hosts), existing.id))
+            stored.append(existing)
+        insert_unsaved()
+        if source_id is not None:
+            post_rows.insert_aliases(session, source_id, aliases)
+        items: list[tuple[str, dict[str, Any], int | None]] = []
+        for slot in slots:
+            if isinstance(slot, Post):
+                items.append(("post", self.present(slot, hosts), slot.id))
+                self._note_reply(session, chat, slot, parents.get(slot.in_reply_to_remote or ""))
+            else:
+                items.append(slot)
+        return stored, events.append_many(session, chat_id, items)
 
-    def _note_reply(self, session: Session, chat: Chat, post: Post) -> None:
-        if post.in_reply_to_id is None or post.pending:
+    def _note_reply(self, session: Session, chat: Chat, post: Post, parent: Any) -> None:
+        """Tell observers of a reply to a post made through a Hashroom account; ``parent``
+        is the post replied to (anything with ``account_id`` and ``author_handle``)."""
+        if post.in_reply_to_id is None or post.pending or parent is None:
             return
-        parent = session.get(Post, post.in_reply_to_id)
-        if parent is None or parent.account_id is None or parent.account_id == post.account_id:
+        if parent.account_id is None or parent.account_id == post.account_id:
             return
         if post.author_handle.casefold() == parent.author_handle.casefold():
             return  # answering yourself is not news
         self._note(session, chat, "reply", post, account_id=parent.account_id)
-
-    @staticmethod
-    def _alias(session: Session, source_id: int | None, local_id: str | None, post_id: int) -> None:
-        if source_id is None or not local_id:
-            return
-        found = session.execute(
-            select(PostAlias.id).where(
-                PostAlias.source_id == source_id,  # type: ignore[arg-type]
-                PostAlias.local_id == local_id,  # type: ignore[arg-type]
-            )
-        ).first()
-        if found is None:
-            session.add(PostAlias(source_id=source_id, local_id=local_id, post_id=post_id))
 
     @staticmethod
     def _find_deleted(
