@@ -83,6 +83,13 @@ class Settings(BaseSettings):
         description="A client further behind than this many events gets a fresh snapshot "
         "instead of a replay.",
     )
+    ws_recent_frames: int = Field(
+        600,
+        ge=0,
+        le=100_000,
+        description="Latest frames kept in memory for each chat that has viewers: a client "
+        "resuming within them, or opening the room, is served without reading the database.",
+    )
     snapshot_posts: int = Field(
         60, ge=1, le=500, description="Posts in a snapshot and on the first page render."
     )

@@ -20,19 +20,35 @@ from sqlmodel import Session
 from .models import Chat, Event
 
 
+def wire_frame(payload: bytes) -> bytes:
+    """``payload`` as one complete, unmasked websocket text frame (RFC 6455 section 5.2).
+
+    Frames a server sends are not masked and carry no per-connection state (no compression
+    is negotiated: see app/__main__.py), so these bytes can be written as they are to every
+    client of a chat.
+    """
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return bytes((0x81, 126)) + n.to_bytes(2, "big") + payload
+    return bytes((0x81, 127)) + n.to_bytes(8, "big") + payload
+
+
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """An event as clients receive it: the JSON text (and its UTF-8 bytes), encoded once."""
+    """An event as clients receive it, encoded once: the JSON text, and ``wire``, the whole
+    websocket frame that carries it (shared by every client; see :func:`wire_frame`)."""
 
     chat_id: int
     offset: int
     text: str
-    data: bytes = b""
     epoch: str = ""  # known when the frame was just appended (what other processes check)
+    wire: bytes = b""
 
     def __post_init__(self) -> None:
-        if not self.data:
-            object.__setattr__(self, "data", self.text.encode())
+        if not self.wire:
+            object.__setattr__(self, "wire", wire_frame(self.text.encode()))
 
 
 def encode(payload: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ every client.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import types
 from collections import deque
@@ -25,10 +26,15 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Protocol
 
 from .events import Frame
+from .wsdirect import DirectWriter
 
 log = logging.getLogger(__name__)
 
 SendText = Callable[[str], Awaitable[None]]
+
+# Replayed frames are joined into writes of about this size: one system call for many frames,
+# while a reader far behind still gets its bytes in pieces the transport can pace.
+REPLAY_WRITE_BYTES = 256 * 1024
 
 
 @types.coroutine
@@ -86,7 +92,7 @@ class Subscriber:
         limit: int,
         on_drop: Callable[[Subscriber], None],
         last_offset: int = 0,
-        write_now: Callable[[bytes], bool] | None = None,
+        write_now: DirectWriter | None = None,
     ) -> None:
         self.chat_id = chat_id
         self._send = send
@@ -99,7 +105,7 @@ class Subscriber:
         self.lagging = False  # the catch-up buffer overflowed: re-read the event log
         self.close_reason = ""
         self._task: asyncio.Task[None] | None = None
-        # Optional synchronous writer (see app/wsdirect.py): True when written at once.
+        # Optional synchronous writer of prebuilt frames (see app/wsdirect.py).
         self._write_now = write_now
 
     @property
@@ -141,18 +147,40 @@ class Subscriber:
         self.last_offset = frame.offset
         if self._write_now is not None:
             try:
-                if self._write_now(frame.data):
+                if self._write_now.write(frame.wire):
                     return
             except Exception as exc:
                 self._drop(f"send failed: {exc!r}")
                 return
         self._start(frame.text)
 
-    async def send_now(self, text: str, offset: int | None = None) -> None:
-        """Send directly (replay, snapshot). Only before :meth:`go_live`."""
-        await self._send(text)
-        if offset is not None:
-            self.last_offset = offset
+    async def send_frames(self, frames: list[Frame]) -> None:
+        """Send ``frames`` (in offset order: a snapshot, logged events) directly, before
+        :meth:`go_live`; the last one's offset becomes :attr:`last_offset`.
+
+        Through the direct writer the frames' shared bytes go out joined, a few hundred
+        kilobytes per write, waiting for the transport to drain between writes; otherwise one
+        awaited ASGI send each.
+        """
+        if not frames:
+            return
+        writer = self._write_now
+        if writer is None:
+            for frame in frames:
+                await self._send(frame.text)
+                self.last_offset = frame.offset
+            return
+        chunk: list[bytes] = []
+        size = 0
+        for i, frame in enumerate(frames):
+            chunk.append(frame.wire)
+            size += len(frame.wire)
+            if size >= REPLAY_WRITE_BYTES or i == len(frames) - 1:
+                data = b"".join(chunk)
+                while not writer.write(data):
+                    await writer.drained()
+                chunk, size = [], 0
+        self.last_offset = frames[-1].offset
 
     def start_buffering(self) -> None:
         """Begin (again) to keep published frames; call *before* reading the event log."""
@@ -166,11 +194,9 @@ class Subscriber:
         caller reads the event log again after :attr:`last_offset` and tries again.
         """
         while self.backlog and not self.lagging:
-            frame = self.backlog.popleft()
-            if frame.offset <= self.last_offset:
-                continue
-            self.last_offset = frame.offset
-            await self._send(frame.text)
+            batch = [f for f in self.backlog if f.offset > self.last_offset]
+            self.backlog.clear()
+            await self.send_frames(batch)
         if self.lagging:
             self.backlog.clear()
             return False
@@ -220,11 +246,64 @@ class Subscriber:
             self._task.cancel()
 
 
-class Hub:
-    """Routes published frames to the subscribers of their chat, in publication order."""
+class Recent:
+    """The latest frames of one viewed chat, contiguous up to its head, and its cached
+    snapshot: what a connecting client is sent without a database round trip.
 
-    def __init__(self) -> None:
+    Kept by the :class:`Hub` only while the chat has subscribers, because only then does
+    every frame of the chat pass through the hub (in a cluster, this process listens to a
+    chat's frames only while it has viewers there).
+    """
+
+    __slots__ = ("epoch", "head", "frames", "snapshot")
+
+    def __init__(self, epoch: str, head: int, frames: list[Frame], limit: int) -> None:
+        self.epoch = epoch
+        self.head = head
+        self.frames: deque[Frame] = deque(frames, maxlen=limit)
+        # (monotonic time built, offset, the snapshot frame without and with "reset"): see
+        # app/catchup.py
+        self.snapshot: tuple[float, int, dict[bool, Frame]] | None = None
+
+    @property
+    def first(self) -> int:
+        """The oldest offset held (``head + 1`` when none is)."""
+        return self.frames[0].offset if self.frames else self.head + 1
+
+    def covers(self, after: int) -> bool:
+        """True when every frame after offset ``after`` up to the head is held."""
+        return self.first - 1 <= after <= self.head
+
+    def after(self, after: int) -> list[Frame]:
+        """The held frames with offset > ``after`` (call :meth:`covers` first)."""
+        start = max(0, after - self.first + 1)
+        return list(itertools.islice(self.frames, start, None))
+
+    def record(self, frame: Frame) -> bool:
+        """Take a published frame; False when it does not follow the head (a gap, or another
+        epoch): the caller forgets this record and rebuilds it from the log."""
+        if frame.epoch and frame.epoch != self.epoch:
+            return False
+        if frame.offset <= self.head:
+            return True  # already held (a cluster's log fill can repeat one)
+        if frame.offset != self.head + 1:
+            return False
+        self.frames.append(frame)
+        self.head = frame.offset
+        return True
+
+
+class Hub:
+    """Routes published frames to the subscribers of their chat, in publication order, and
+    keeps the recent frames of each chat that has subscribers (:class:`Recent`)."""
+
+    def __init__(self, recent_limit: int = 600) -> None:
         self._subs: dict[int, set[Subscriber]] = {}
+        self._recent: dict[int, Recent] = {}
+        # Bumped by every frame published to a chat with subscribers: a record read from the
+        # log is kept only if no frame was published while it was read (see seed_recent).
+        self._generation: dict[int, int] = {}
+        self.recent_limit = recent_limit
 
     @contextmanager
     def subscribe(self, subscriber: Subscriber) -> Iterator[Subscriber]:
@@ -242,16 +321,60 @@ class Hub:
         if subs is not None:
             subs.discard(subscriber)
             if not subs:
-                del self._subs[subscriber.chat_id]
+                chat_id = subscriber.chat_id
+                del self._subs[chat_id]
+                # Nobody watches: frames may stop coming through here, so the record would
+                # go stale.
+                self._recent.pop(chat_id, None)
+                self._generation.pop(chat_id, None)
 
     def publish(self, frames: list[Frame]) -> None:
         """Hand ``frames`` (already committed, in offset order) to every subscriber."""
         for frame in frames:
-            subs = self._subs.get(frame.chat_id)
+            chat_id = frame.chat_id
+            subs = self._subs.get(chat_id)
             if not subs:
                 continue
+            self._generation[chat_id] = self._generation.get(chat_id, 0) + 1
+            recent = self._recent.get(chat_id)
+            if recent is not None and not recent.record(frame):
+                del self._recent[chat_id]
             for sub in tuple(subs):
                 sub.deliver(frame)
+
+    def recent(self, chat_id: int) -> Recent | None:
+        """The chat's recent frames, when held (only while it has subscribers)."""
+        return self._recent.get(chat_id)
+
+    def generation(self, chat_id: int) -> int:
+        """A counter of the frames published to ``chat_id`` while it has subscribers."""
+        return self._generation.get(chat_id, 0)
+
+    def seed_recent(
+        self, chat_id: int, generation: int, epoch: str, head: int, frames: list[Frame]
+    ) -> Recent | None:
+        """Keep ``frames`` (the log's latest, ending at ``head``) as the chat's record, read
+        while :meth:`generation` was ``generation``. None — nothing kept — when a frame was
+        published meanwhile, the chat has no subscriber, or the frames do not end at
+        ``head`` contiguously."""
+        if chat_id not in self._subs or self._generation.get(chat_id, 0) != generation:
+            return None
+        if frames and (
+            frames[-1].offset != head or frames[-1].offset - frames[0].offset + 1 != len(frames)
+        ):
+            return None
+        recent = self._recent.get(chat_id)
+        if recent is None:
+            recent = Recent(epoch, head, frames[-self.recent_limit :], self.recent_limit)
+            self._recent[chat_id] = recent
+        return recent
+
+    def forget_snapshots(self, chat_ids: set[int]) -> None:
+        """Drop the cached snapshots of ``chat_ids`` (something not in the log changed)."""
+        for chat_id in chat_ids:
+            recent = self._recent.get(chat_id)
+            if recent is not None:
+                recent.snapshot = None
 
     def count_direct(self) -> int:
         """Clients written to without a coroutine per frame (see app/wsdirect.py)."""

@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .catchup import CatchUp
 from .config import Settings, get_settings
 from .db import make_engine
 from .errors import Invalid
@@ -150,7 +151,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             user_agent="Hashroom/0.1 (+https://github.com/hashroom)",
         )
         engine = make_engine(settings.database_url)
-        hub = Hub()
+        hub = Hub(recent_limit=settings.ws_recent_frames)
         templates = app.state.templates
         supervisor = Supervisor()
         fanout: Fanout = LocalFanout(hub)
@@ -161,9 +162,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             fanout = redis_fanout = RedisFanout(
                 settings.redis_url, hub, engine, settings, supervisor
             )
-            redis_fanout.on_config = forget_policy
+
+            def config_changed_elsewhere(chat_id: int) -> None:
+                forget_policy(chat_id)
+                hub.forget_snapshots({chat_id})
+
+            redis_fanout.on_config = config_changed_elsewhere
             redis_fanout.start()
         rooms = Rooms(engine, hub, settings, Presenter(templates.env), fanout)
+        app.state.catchup = CatchUp(rooms, hub)
         leases = Leases(engine, settings, supervisor)
         leases.start()
         app.state.leases = leases

@@ -151,6 +151,7 @@ class Rooms:
                     log.info("write lost a race to another process; running it again")
             await self.fanout.committed(frames)
         if config:
+            self.hub.forget_snapshots(config)
             await self.fanout.config_changed(config)
         if notes:
             for observer in self.observers:

@@ -127,7 +127,10 @@ async def serve_until_quit(
         await ws.send(json.dumps({"type": "snapshot", "offset": 0, "epoch": EPOCH, "posts": []}))
         await ws.wait_closed()
 
-    async with serve(handler, host, port, compression=compression, max_queue=64) as server:
+    # The same accept backlog as uvicorn (2048), so bursts of handshakes are judged alike.
+    async with serve(
+        handler, host, port, compression=compression, max_queue=64, backlog=2048
+    ) as server:
         bound = server.sockets[0].getsockname()[1]
         print(f"LISTENING {bound}", flush=True)
         loop = asyncio.get_running_loop()

@@ -30,8 +30,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 CONNECT_CONCURRENCY = 100
-"""Handshakes in flight at once: enough to connect 1,000 readers in a few seconds without
-overflowing the server's accept backlog."""
+"""Handshakes in flight at once by default (``--connect-concurrency``): enough to connect
+1,000 readers in a few seconds without overflowing the server's accept backlog."""
 
 
 @dataclass
@@ -203,7 +203,7 @@ async def main_async(args: argparse.Namespace) -> None:
     """Connect every reader, report READY, then follow the stdin commands to the end."""
     tally = Tally(args.clients, args.max_seq)
     stop = asyncio.Event()
-    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    gate = asyncio.Semaphore(args.connect_concurrency)
     readers = [
         asyncio.create_task(run_reader(i, args.url, args.origin, tally, gate, stop))
         for i in range(args.clients)
@@ -263,6 +263,7 @@ def main() -> None:
     parser.add_argument("--lat-file", required=True)
     parser.add_argument("--sample-file", help="where to write the first post frame received")
     parser.add_argument("--connect-timeout", type=float, default=120.0)
+    parser.add_argument("--connect-concurrency", type=int, default=CONNECT_CONCURRENCY)
     parser.add_argument("--drain", type=float, default=10.0)
     parser.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto")
     args = parser.parse_args()

@@ -15,6 +15,9 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, SQLModel, create_engine
+from websockets.frames import Frame as WsFrame
+from websockets.frames import Opcode
+from websockets.streams import StreamReader
 
 from app import events
 from app.db import make_engine, session_scope
@@ -148,9 +151,37 @@ def test_a_frame_is_compact_utf8_json_stamped_with_its_time_and_cannot_change(sq
         frame = events.append(s, chat_id, "notice", {"text": "Café 🌱"})
     after = time.time()
     assert '"text":"Café 🌱"' in frame.text
-    assert frame.data == frame.text.encode()
+    assert _parse_wire(frame.wire) == frame.text
     payload = json.loads(frame.text)
     assert payload["type"] == "notice" and payload["offset"] == frame.offset == 1
     assert before <= payload["ts"] <= after
     with pytest.raises(dataclasses.FrozenInstanceError):
         frame.text = "{}"  # type: ignore[misc]
+
+
+def _parse_wire(wire: bytes) -> str:
+    """Read ``wire`` back with the websockets library's own frame parser, as a client does:
+    exactly one final, unmasked text frame, nothing left over."""
+    reader = StreamReader()
+    reader.feed_data(wire)
+    reader.feed_eof()
+    parser = WsFrame.parse(reader.read_exact, mask=False)
+    try:
+        next(parser)
+    except StopIteration as done:
+        parsed = done.value
+    else:
+        raise AssertionError("incomplete frame")
+    assert parsed.opcode is Opcode.TEXT and parsed.fin
+    assert reader.at_eof(), "bytes after the frame"
+    return bytes(parsed.data).decode()
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+def test_the_shared_wire_frame_parses_at_every_length_boundary(size):
+    """One frame's bytes are written unchanged to every client, so they must be a valid
+    server frame whatever the length (7-bit, 16-bit and 64-bit length forms)."""
+    text = "é" * (size // 2) + "x" * (size % 2)
+    assert _parse_wire(events.wire_frame(text.encode())) == text
+    frame = events.Frame(chat_id=1, offset=1, text=text)
+    assert _parse_wire(frame.wire) == text

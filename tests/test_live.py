@@ -302,12 +302,12 @@ async def test_a_client_outrun_during_replay_rereads_the_log_without_loss(make_s
         HASHROOM_WS_REPLAY_LIMIT="100000",
         HASHROOM_LOG_LEVEL="DEBUG",
     )
-    # History larger than the kernel's socket buffers (~4 MB on loopback), so the replay
-    # really stalls on the slow reader.
+    # History well past the kernel's socket buffers (up to 4 MB on loopback; a demo frame is
+    # about 1.5 KB), so the replay really stalls on the slow reader.
     async with httpx.AsyncClient(base_url=server.url) as http:
-        for _ in range(400):
+        for _ in range(800):
             head = (await http.get("/api/chats/demo/events?limit=1")).json()["head"]
-            if head >= 2500:
+            if head >= 6000:
                 break
             await asyncio.sleep(0.05)
     # A small receive window and a pause before reading: the replay stalls on the socket

@@ -285,8 +285,9 @@ async def create_post(
             raise HTTPException(422, "account_id: posting through network accounts is not set up")
         return await publish(request, slug, body)
     author = body.author or request.session.get("name", "")
-    chat = await rooms.get_chat(slug)
-    vouched = await vouched_poster(request, chat)
+    vouched = None
+    if _may_be_vouched(request):
+        vouched = await vouched_poster(request, await rooms.get_chat(slug))
     if vouched is not None and vouched.get("name"):
         author = vouched["name"]  # a host link names its holder; the form cannot rename them
     try:
@@ -298,6 +299,14 @@ async def create_post(
     if request.app.state.session_cookie in request.cookies:
         request.session["name"] = text.clean_name(author)
     return post
+
+
+def _may_be_vouched(request: Request) -> bool:
+    """Whether the request carries anything :func:`vouched_poster` could accept (a Bearer
+    key or the session cookie): without either, the chat need not be read first."""
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    has_key = scheme.lower() == "bearer" and bool(key.strip())
+    return has_key or request.app.state.session_cookie in request.cookies
 
 
 async def vouched_poster(request: Request, chat: Any) -> dict[str, str] | None:

@@ -57,6 +57,9 @@ async def healthz(request: Request) -> JSONResponse:
         },
         "clients": state.hub.count(),
         "clients_direct": state.hub.count_direct(),
+        # Clients served since start, and the database reads all of them needed (a chat
+        # with viewers serves new ones from memory: app/catchup.py).
+        "catchup": dict(state.catchup.stats),
         "fanout": {
             "mode": fanout["mode"],
             **({"connected": fanout["connected"]} if "connected" in fanout else {}),

@@ -15,12 +15,12 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 
 from .. import events
+from ..catchup import CatchUp
 from ..deps import INT64_MAX
-from ..events import encode
+from ..events import Frame, encode
 from ..hub import Subscriber
 from ..limits import ConnectionSlots, client_address
-from ..models import Chat
-from ..rooms import NotFound, Rooms, chat_json
+from ..rooms import NotFound, Rooms
 from ..security import origin_allowed
 from ..wsdirect import direct_writer
 
@@ -44,7 +44,6 @@ _closers: set[asyncio.Task[None]] = set()  # strong refs to in-flight close call
 async def live(websocket: WebSocket, slug: str) -> None:
     state = websocket.app.state
     settings = state.settings
-    rooms: Rooms = state.rooms
     if not origin_allowed(websocket, settings.public_url, settings.allowed_origins):
         log.info("refused websocket from foreign origin %s", websocket.headers.get("origin"))
         await _refuse(websocket, 403, CLOSE_POLICY, "foreign origin: open the room on this site")
@@ -55,8 +54,9 @@ async def live(websocket: WebSocket, slug: str) -> None:
         await _refuse(websocket, 400, CLOSE_POLICY, "after must be a non-negative integer")
         return
     client_epoch = websocket.query_params.get("epoch")
+    catchup: CatchUp = state.catchup
     try:
-        chat = await rooms.get_chat(slug)
+        chat_id = await catchup.chat_id(slug)
     except NotFound:
         await _refuse(websocket, 404, CLOSE_NO_CHAT, f"no chat {slug!r}")
         return
@@ -71,7 +71,7 @@ async def live(websocket: WebSocket, slug: str) -> None:
         )
         return
     try:
-        await _serve(websocket, chat, after, client_epoch)
+        await _serve(websocket, chat_id, slug, after, client_epoch)
     finally:
         slots.release(address)
 
@@ -87,13 +87,12 @@ async def _deny(websocket: WebSocket, message: str) -> None:
 
 
 async def _serve(
-    websocket: WebSocket, chat: Chat, after: int | None, client_epoch: str | None
+    websocket: WebSocket, chat_id: int, slug: str, after: int | None, client_epoch: str | None
 ) -> None:
     """Replay, then live, until the client leaves or is dropped."""
     state = websocket.app.state
     settings = state.settings
     rooms: Rooms = state.rooms
-    slug = chat.slug
     await websocket.accept()
     raw_send = websocket.scope.get("hashroom.raw_send") or websocket.send
 
@@ -113,7 +112,7 @@ async def _serve(
         closing.append(task)
 
     sub = Subscriber(
-        chat.id,  # type: ignore[arg-type]
+        chat_id,
         send,
         limit=settings.ws_client_buffer,
         on_drop=on_drop,
@@ -123,11 +122,12 @@ async def _serve(
         with state.hub.subscribe(sub):
             # Before reading history: every frame past what the log then holds must reach
             # the hub, also when another process commits it (app/fanout_redis.py).
-            async with state.fanout.watching(chat.id):  # type: ignore[arg-type]
+            async with state.fanout.watching(chat_id):
                 await _catch_up(
+                    state.catchup,
                     rooms,
                     sub,
-                    chat.id,  # type: ignore[arg-type]
+                    chat_id,
                     after,
                     client_epoch,
                     settings.ws_replay_limit,
@@ -139,7 +139,7 @@ async def _serve(
                         "client of %s re-reads the log after offset %d", slug, sub.last_offset
                     )
                     sub.start_buffering()
-                    await _replay(rooms, sub, chat.id)  # type: ignore[arg-type]
+                    await _replay(state.catchup, sub, chat_id)
                 await _hold(websocket, sub, settings.ws_ping_interval)
                 if closing:
                     # Let the close frame follow what the client still has to read; a client
@@ -150,6 +150,7 @@ async def _serve(
 
 
 async def _catch_up(
+    catchup: CatchUp,
     rooms: Rooms,
     sub: Subscriber,
     chat_id: int,
@@ -159,33 +160,41 @@ async def _catch_up(
     hold: float = 0.0,
 ) -> None:
     """Send a snapshot, or the events after ``after``; with ``hold`` (a test hook) then wait
-    until another event is committed, so tests can make one land in the connect window."""
-    head, epoch = await rooms.read(lambda s: events.head(s, chat_id))
+    until another event is committed, so tests can make one land in the connect window.
+
+    The chat's recent frames and snapshot come from memory when this process holds them
+    (app/catchup.py); otherwise from the database, as they are for a client further behind.
+    """
+    catchup.stats["clients"] += 1
+    recent = await catchup.recent(chat_id)
+    if recent is not None:
+        head, epoch = recent.head, recent.epoch
+    else:
+        head, epoch = await catchup.read(lambda s: events.head(s, chat_id))
     resumable = (
         after is not None
         and (client_epoch is None or client_epoch == epoch)
         and after <= head
         and head - after <= replay_limit
     )
-    if not resumable:
-        snap = await rooms.snapshot(chat_id)
-        chat = await rooms.read(lambda s: chat_json(s.get(Chat, chat_id)))  # type: ignore[arg-type]
-        frame = encode(
-            {
-                "type": "snapshot",
-                "offset": snap.offset,
-                "epoch": snap.epoch,
-                "reset": after is not None,
-                "chat": chat,
-                "posts": snap.posts,
-                "pins": snap.pins,
-                "past_questions": snap.past_questions,
-            }
-        )
-        await sub.send_now(frame, snap.offset)
-    else:
+    if resumable:
         sub.last_offset = after  # type: ignore[assignment]
-        await _replay(rooms, sub, chat_id)
+        if recent is not None and recent.covers(sub.last_offset):
+            await sub.send_frames(recent.after(sub.last_offset))
+        else:
+            await _replay(catchup, sub, chat_id)
+    elif recent is not None:
+        await sub.send_frames([await catchup.snapshot(chat_id, recent, reset=after is not None)])
+        # A snapshot built for an earlier client: the frames since it follow from memory.
+        if recent.covers(sub.last_offset):
+            await sub.send_frames(recent.after(sub.last_offset))
+        elif sub.last_offset < recent.head:
+            await _replay(catchup, sub, chat_id)
+    else:
+        # Read after this client subscribed: every later frame is in its backlog.
+        offset, payload = await catchup.build_snapshot(chat_id)
+        frame = encode({**payload, "reset": after is not None})
+        await sub.send_frames([Frame(chat_id=chat_id, offset=offset, text=frame)])
     if hold:
         await _hold_for_commit(rooms, chat_id, sub.last_offset, hold)
 
@@ -200,14 +209,13 @@ async def _hold_for_commit(rooms: Rooms, chat_id: int, offset: int, seconds: flo
         await asyncio.sleep(HOLD_POLL)
 
 
-async def _replay(rooms: Rooms, sub: Subscriber, chat_id: int) -> None:
+async def _replay(catchup: CatchUp, sub: Subscriber, chat_id: int) -> None:
     """Send every logged event after the subscriber's last offset, in order."""
     while True:
-        frames = await rooms.read(
+        frames = await catchup.read(
             lambda s: events.read_after(s, chat_id, sub.last_offset, REPLAY_PAGE)
         )
-        for frame in frames:
-            await sub.send_now(frame.text, frame.offset)
+        await sub.send_frames(frames)
         if len(frames) < REPLAY_PAGE:
             return
 
