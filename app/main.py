@@ -229,6 +229,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.info("started %d ingester(s)", started)
         # Scheduled chats are followed around their sessions only (app/scheduler.py).
         supervisor.start("scheduler", scheduler.run())
+        supervisor.start("keep-alive", hub.keep_alive(settings.ws_ping_interval))
         try:
             yield
         finally:

@@ -40,8 +40,10 @@ HOLD_POLL = 0.02  # how often the test hook looks for a new commit
 _closers: set[asyncio.Task[None]] = set()  # strong refs to in-flight close calls
 
 
-@router.websocket("/api/chats/{slug}/live")
-async def live(websocket: WebSocket, slug: str) -> None:
+async def live(websocket: WebSocket) -> None:
+    """The live endpoint. A plain Starlette route, without FastAPI's dependency machinery,
+    whose per-connection exit stacks and frames would stay alive as long as the socket."""
+    slug: str = websocket.path_params["slug"]
     state = websocket.app.state
     settings = state.settings
     if not origin_allowed(websocket, settings.public_url, settings.allowed_origins):
@@ -140,7 +142,7 @@ async def _serve(
                     )
                     sub.start_buffering()
                     await _replay(state.catchup, sub, chat_id)
-                await _hold(websocket, sub, settings.ws_ping_interval)
+                await _hold(websocket, sub)
                 if closing:
                     # Let the close frame follow what the client still has to read; a client
                     # that never reads again is reaped by the protocol's ping timeout.
@@ -220,16 +222,11 @@ async def _replay(catchup: CatchUp, sub: Subscriber, chat_id: int) -> None:
             return
 
 
-async def _hold(websocket: WebSocket, sub: Subscriber, ping_interval: float) -> None:
-    """Keep the connection until the client leaves or is dropped; ping when idle."""
-    ping = encode({"type": "ping"})
+async def _hold(websocket: WebSocket, sub: Subscriber) -> None:
+    """Keep the connection until the client leaves or is dropped (dropping closes the
+    socket, which ends the wait). Pings come from the hub's one keep-alive timer."""
     while not sub.closed:
-        try:
-            message = await asyncio.wait_for(websocket.receive(), timeout=ping_interval)
-        except TimeoutError:
-            if not sub.busy and not sub.closed:
-                await websocket.send({"type": "websocket.send", "text": ping})
-            continue
+        message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
             return
         # Clients have nothing to say on this socket; anything they send is ignored.
@@ -249,6 +246,9 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
         await websocket.close(code=code, reason=reason)
     except Exception:  # already gone, or a stuck reader: the ping timeout reaps it
         pass
+
+
+router.add_websocket_route("/api/chats/{slug}/live", live)
 
 
 def _int_param(value: str | None) -> int | None:
