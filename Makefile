@@ -11,7 +11,7 @@ TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 BLUESKY_PEER_INSTALL := tests/peers/bluesky/install.sh
 
 .DEFAULT_GOAL := help
-.PHONY: help install migrate run test test-pg lint format bench bench-ingest bench-cluster mutants clean distclean
+.PHONY: help install migrate run test test-pg lint format bench bench-smoke bench-ingest bench-cluster mutants clean distclean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -56,8 +56,11 @@ format: $(INSTALLED) ## Fix what ruff can fix and format the code
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: $(INSTALLED) ## Run the fan-out benchmark
-	$(BIN)/python bench/fanout.py
+bench: $(INSTALLED) ## Run every benchmark, each beside its baseline, and print one table
+	$(BIN)/python bench/all.py
+
+bench-smoke: $(INSTALLED) ## Each benchmark in a tiny run: proves they all still run
+	$(BIN)/python bench/all.py --smoke
 
 bench-ingest: $(INSTALLED) ## Ingest throughput: the real ingester beside raw batched inserts (SQLite, PostgreSQL)
 	$(BIN)/python bench/ingest.py
