@@ -59,23 +59,6 @@ CSP = (
 )
 
 
-class RawSend:
-    """Keeps the server's own ``send`` in the scope of websocket connections.
-
-    The live endpoint writes frames through it directly: each layer of middleware wrapping
-    ``send`` costs a coroutine per frame per client, which adds up at thousands of clients.
-    Only plain ``websocket.send`` messages of an accepted connection go this way.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            scope["hashroom.raw_send"] = send
-        await self.app(scope, receive, send)
-
-
 class SecurityHeaders:
     """Adds CSP and friends to every HTTP response (plain ASGI: no per-request task), and
     ``Strict-Transport-Security`` when ``hsts_seconds`` is set (production)."""
@@ -304,7 +287,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         SecurityHeaders, hsts_seconds=settings.hsts_seconds if settings.env == "production" else 0
     )
-    app.add_middleware(RawSend)  # it must see the server's own send
+    # Live websockets go straight to their handler from here (it must see the server's own
+    # send); everything else continues into the framework.
+    app.add_middleware(live.LiveRoute, root=app)
     # Unknown Host headers and off-loopback requests with the built-in secret are refused
     # before anything else runs (it passes ``send`` through untouched).
     app.add_middleware(RequestGuard, settings=settings)
@@ -325,7 +310,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(push_routes.router)
     app.include_router(feed_routes.router)
     app.include_router(install_routes.router)
-    app.include_router(live.router)
     app.include_router(moderation_routes.router)
     app.include_router(transcripts.router)
     app.include_router(votes_routes.router)

@@ -405,9 +405,11 @@ async def test_healthz_detail_is_for_the_operator_and_moderators(make_server) ->
                 "sources",
                 "clients",
                 "clients_direct",
+                "catchup",
                 "fanout",
             }
             assert set(public["fanout"]) <= {"mode", "connected"}  # no URL, no error text
+            assert set(public["catchup"]) == {"clients", "database_reads"}  # counts only
             assert public["sources"]["total"] == 1
             operator = (await http.get("/healthz", headers=OPERATOR_HEADERS)).json()
             assert [i["chat"] for i in operator["ingesters"]] == [slug]

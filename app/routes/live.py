@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+from typing import Any
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import events
 from ..catchup import CatchUp
@@ -25,7 +28,6 @@ from ..security import origin_allowed
 from ..wsdirect import direct_writer
 
 log = logging.getLogger(__name__)
-router = APIRouter()
 
 REPLAY_PAGE = 500
 CLOSE_TOO_SLOW = 1013  # "try again later": the client resumes from its offset
@@ -40,9 +42,40 @@ HOLD_POLL = 0.02  # how often the test hook looks for a new commit
 _closers: set[asyncio.Task[None]] = set()  # strong refs to in-flight close calls
 
 
+LIVE_PATH = re.compile(r"/api/chats/([^/]+)/live")
+
+
+class LiveRoute:
+    """ASGI middleware that hands ``/api/chats/{slug}/live`` websockets to :func:`live`
+    directly, ahead of the session, error and routing layers of the framework.
+
+    Those layers do nothing for this endpoint (it reads no cookie, answers no HTTP, raises
+    nothing they would handle), yet each would stay on the stack of every open connection
+    — memory at ten thousand of them — and cost time on every handshake of a reconnect
+    storm. It sits inside the request guard and the proxy-headers middleware (see
+    app/main.py), so unknown hosts are refused and the client address is the real one; the
+    handler still checks the Origin, the address quota and the chat.
+    """
+
+    def __init__(self, app: ASGIApp, root: Any) -> None:
+        self.app = app
+        self.root = root  # the application whose ``state`` the handler reads
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            match = LIVE_PATH.fullmatch(scope["path"])
+            if match is not None:
+                scope["app"] = self.root
+                scope["path_params"] = {"slug": match.group(1)}
+                # The server's own send: the hub writes frames through it (app/wsdirect.py).
+                scope["hashroom.raw_send"] = send
+                await live(WebSocket(scope, receive, send))
+                return
+        await self.app(scope, receive, send)
+
+
 async def live(websocket: WebSocket) -> None:
-    """The live endpoint. A plain Starlette route, without FastAPI's dependency machinery,
-    whose per-connection exit stacks and frames would stay alive as long as the socket."""
+    """The live endpoint (reached through :class:`LiveRoute`)."""
     slug: str = websocket.path_params["slug"]
     state = websocket.app.state
     settings = state.settings
@@ -96,7 +129,7 @@ async def _serve(
     settings = state.settings
     rooms: Rooms = state.rooms
     await websocket.accept()
-    raw_send = websocket.scope.get("hashroom.raw_send") or websocket.send
+    raw_send = websocket.scope["hashroom.raw_send"]
 
     def send(text: str):  # type: ignore[no-untyped-def]
         return raw_send({"type": "websocket.send", "text": text})
@@ -246,9 +279,6 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
         await websocket.close(code=code, reason=reason)
     except Exception:  # already gone, or a stuck reader: the ping timeout reaps it
         pass
-
-
-router.add_websocket_route("/api/chats/{slug}/live", live)
 
 
 def _int_param(value: str | None) -> int | None:
