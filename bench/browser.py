@@ -72,6 +72,17 @@ PHONE = {
     "is_mobile": True,
     "device_scale_factor": 2,
 }
+TRACE_CATEGORIES = [
+    "devtools.timeline",
+    "disabled-by-default-devtools.timeline",
+    "disabled-by-default-devtools.timeline.frame",
+    "disabled-by-default-devtools.timeline.stack",
+    "disabled-by-default-v8.cpu_profiler",
+    "v8.execute",
+    "blink.user_timing",
+    "toplevel",
+]
+"""What --trace records: the devtools performance panel's set, with JavaScript sampling."""
 SETTLE_SECONDS = 2.0
 """Quiet time after the page is live before the window opens: load-time work is not counted."""
 MAX_POSTS_IN_FLIGHT = 16
@@ -287,13 +298,14 @@ async def measure_live(
         await page.goto(f"{app.base}/c/{app.slug}")
         await page.wait_for_selector("#feed.is-ready", timeout=60_000)
         await page.wait_for_selector("#conn-state[data-state=live]", timeout=60_000)
+        if trace is not None:
+            # Starting a trace stalls the page once; that stall is before the window opens.
+            await browser.start_tracing(page=page, path=str(trace), categories=TRACE_CATEGORIES)
         await asyncio.sleep(SETTLE_SECONDS)
         start = await page.evaluate("performance.now()")
         top_before = await page.evaluate(
             "Number(document.querySelector('#feed > article')?.dataset.id || 0)"
         )
-        if trace is not None:
-            await browser.start_tracing(page=page, path=str(trace), screenshots=False)
         count = round(args.rate * args.duration)
         if posting:
             sent_seconds = await post_many(app, first_seq, count, args.rate)
@@ -320,6 +332,7 @@ async def measure_live(
         await ctx.close()
     durations = [t["duration"] for t in tasks]
     return {
+        "loadavg": os.getloadavg()[0],
         "posts": count if posting else 0,
         "shown": shown,
         "window_s": (end - start) / 1000,
@@ -368,6 +381,7 @@ LIVE_COLUMNS = [
     ("p99 ms", "p99_ms", "{:.0f}"),
     ("max ms", "max_ms", "{:.0f}"),
     ("total ms", "long_task_ms_total", "{:.0f}"),
+    ("load avg", "loadavg", "{:.1f}"),
 ]
 
 
