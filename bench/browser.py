@@ -310,7 +310,7 @@ async def measure_live(
         if trace is not None:
             # Starting a trace stalls the page once; that stall is before the window opens.
             await browser.start_tracing(page=page, path=str(trace), categories=TRACE_CATEGORIES)
-        await asyncio.sleep(SETTLE_SECONDS)
+        await asyncio.sleep(args.settle)
         start = await page.evaluate("performance.now()")
         top_before = await page.evaluate(
             "Number(document.querySelector('#feed > article')?.dataset.id || 0)"
@@ -456,8 +456,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--json", type=Path, help="results file (default bench/results/<time>.json)")
     args = p.parse_args(argv)
+    args.settle = SETTLE_SECONDS
     if args.smoke:
-        args.posts, args.duration, args.repeat = 20, 2.0, 1
+        args.posts, args.duration, args.repeat, args.settle = 20, 2.0, 1, 0.5
     if min(args.posts, args.rate, args.duration, args.throttle, args.repeat) <= 0:
         p.error("--posts, --rate, --duration, --throttle and --repeat must be positive")
     if args.posts > 500:
