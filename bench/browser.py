@@ -92,8 +92,9 @@ MAX_POSTS_IN_FLIGHT = 16
 # articles in #feed as the parser (or a script) adds them; when the wanted number is first
 # there it waits for the next animation frame — which Chromium runs only once rendering is no
 # longer blocked — and takes the time in a task posted from that frame's callback, which runs
-# after the frame's style, layout and paint. So `paintedAt` is the end of the first frame that
-# painted all those posts, measured on the clock that starts at navigation.
+# after the frame's style, layout and paint. The task is user-blocking, so it does not queue
+# behind the page's module scripts (the posts would be painted already). So `paintedAt` is the
+# end of the first frame that painted all those posts, on the clock that starts at navigation.
 PAINT_PROBE = """
 (() => {
   const want = %d;
