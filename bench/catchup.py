@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 import httpx
 from fanout import (
     BENCH,
+    CLOCK_TICKS,
     DEFAULT_FRAME_BYTES,
     HEALTH_DEADLINE,
     RESULTS,
@@ -68,6 +69,13 @@ WATCH_TIMEOUT = 120.0
 
 
 # --------------------------------------------------------------------------- servers
+
+
+def system_seconds(pid: int) -> float:
+    """Kernel CPU time (stime, seconds) of ``pid`` itself: on loopback the sender's kernel
+    does most of the TCP work of a write, so this shows how much of a storm is copying."""
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    return int(raw[raw.rindex(")") + 2 :].split()[12]) / CLOCK_TICKS
 
 
 class RawCatchupServer(RawServer):
@@ -298,8 +306,11 @@ async def measure(
         await watcher.start()
         # 2. Every client reads a snapshot, remembers epoch and offset, and leaves.
         await clients.start(server.ws_url, server.origin, shares, args.deadline)
+        snap_cpu0 = cpu_seconds(server.pid)
         await clients.command("SNAP")
         snapped = await clients.expect("SNAPPED", 180)
+        # What N handshakes, snapshots and closes cost: the storm's fixed part, for comparison.
+        snap_cpu = cpu_seconds(server.pid) - snap_cpu0
         got = sum(s["snapshots"] for s in snapped)
         if got != args.clients:
             errors = [e for s in snapped for e in s["errors"]]
@@ -315,6 +326,7 @@ async def measure(
         await asyncio.sleep(0.5)  # the posts' own work settles before the clock starts
         # 4 and 5. The storm, /healthz polled meanwhile.
         server_cpu0 = cpu_seconds(server.pid)
+        server_sys0 = system_seconds(server.pid)
         client_cpu0 = sum(cpu_seconds(p) for p in clients.pids)
         wall0 = time.monotonic()
         polling = asyncio.create_task(poller.run())
@@ -322,6 +334,7 @@ async def measure(
         caught = await clients.expect("CAUGHT", args.deadline + 60)
         wall = time.monotonic() - wall0
         server_cpu = cpu_seconds(server.pid) - server_cpu0
+        server_sys = system_seconds(server.pid) - server_sys0
         client_cpu = sum(cpu_seconds(p) for p in clients.pids) - client_cpu0
         poller.stop.set()
         await polling
@@ -336,6 +349,7 @@ async def measure(
     done = [d - start for c in caught for d in c["done"] if d is not None]
     everyone = len(done) == args.clients
     per_client = array("d", sorted(done))
+    upgraded = array("d", sorted(u - start for c in caught for u in c["upgraded"] if u))
     health = array("d", sorted(poller.latencies))
     catchup_before = before.get("catchup", {})
     catchup_after = after.get("catchup", {})
@@ -358,12 +372,17 @@ async def measure(
         "caught_up": len(done),
         "p50_ms": percentile(per_client, 50) * 1000,
         "p99_ms": percentile(per_client, 99) * 1000,
+        # When the 101 answers arrived: how much of the storm is handshakes.
+        "upgraded_p50_ms": percentile(upgraded, 50) * 1000,
+        "upgraded_max_ms": upgraded[-1] * 1000 if upgraded else 0.0,
         "frames": frames,
         "expected_frames": total("expected"),
         "mb": total("bytes") / 1e6,
         "frame_bytes": total("bytes") / frames if frames else 0.0,
         "storm_wall_s": wall,
         "server_cpu_s": server_cpu,
+        "server_sys_s": server_sys,
+        "connect_cpu_s": snap_cpu,
         "client_cpu_s": client_cpu,
         "client_cpu_pct": 100 * client_cpu / wall,
         "healthz_samples": len(health),
@@ -430,6 +449,24 @@ def table(results: list[dict[str, Any]]) -> str:
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def round_line(r: dict[str, Any]) -> str:
+    """The figures of one round that the table leaves out, and any anomaly."""
+    notes = [f"{k}={r[k]}" for k in ANOMALY_KEYS if r[k]]
+    return (
+        f"[{r['round']}] {r['server']}: {r['caught_up']}/{r['clients']} caught up, "
+        f"{r['frames']:,}/{r['expected_frames']:,} frames of {r['frame_bytes']:,.0f} B; "
+        f"101 answers p50 {r['upgraded_p50_ms']:,.0f} ms, last {r['upgraded_max_ms']:,.0f} ms; "
+        f"storm {r['storm_wall_s']:.2f} s wall; server CPU {r['server_cpu_s']:.2f} s of which "
+        f"kernel {r['server_sys_s']:.2f} s; server CPU for the N first connects "
+        f"(snapshot, close) {r['connect_cpu_s']:.2f} s; client CPU {r['client_cpu_s']:.2f} s "
+        f"({r['client_cpu_pct']:.0f}%) in {r['client_procs']} processes; "
+        f"{r['healthz_samples']} /healthz polls; "
+        f"load avg {r['loadavg_1min_before']:.2f}→{r['loadavg_1min_after']:.2f}"
+        + (f"; ANOMALIES {' '.join(notes)}" if notes else "")
+        + (f"; errors {r['errors']}" if r["errors"] else "")
+    )
 
 
 def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -574,16 +611,7 @@ async def run(args: argparse.Namespace) -> int:
         print()
         print(table(results + (summaries if args.repeat > 1 else [])))
         for r in results:
-            notes = [f"{k}={r[k]}" for k in ANOMALY_KEYS if r[k]]
-            print(
-                f"[{r['round']}] {r['server']}: {r['caught_up']}/{r['clients']} caught up, "
-                f"{r['frames']:,}/{r['expected_frames']:,} frames of {r['frame_bytes']:,.0f} B, "
-                f"storm {r['storm_wall_s']:.2f} s wall, client CPU {r['client_cpu_s']:.2f} s "
-                f"in {r['client_procs']} processes, {r['healthz_samples']} /healthz polls; "
-                f"load avg {r['loadavg_1min_before']:.2f}→{r['loadavg_1min_after']:.2f}"
-                + (f"; ANOMALIES {' '.join(notes)}" if notes else "")
-                + (f"; errors {r['errors']}" if r["errors"] else "")
-            )
+            print(round_line(r))
     status = 1 if failed else 2
     by_name = {r["server"]: r for r in summaries}
     verdict_lines: list[str] = []

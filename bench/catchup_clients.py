@@ -82,6 +82,7 @@ class Client(asyncio.Protocol):
         self.missing = 0
         self.other = 0
         self.done_at: float | None = None
+        self.upgraded_at: float | None = None  # the storm's first 101
 
     # -- connection ------------------------------------------------------------------
 
@@ -128,6 +129,8 @@ class Client(asyncio.Protocol):
                 self.transport.close()  # type: ignore[union-attr]
                 return
             self.handshaken = True
+            if self.upgraded_at is None:
+                self.upgraded_at = time.monotonic()
         pos = 0
         size = len(buf)
         while size - pos >= 2:
@@ -244,6 +247,7 @@ class Pool:
                 client.close()
                 await client.closed
                 client.snapshot = None
+                client.upgraded_at = None
                 client.after = client.last = int(frame["offset"])
                 client.epoch = str(frame["epoch"])
                 return client
@@ -282,6 +286,7 @@ class Pool:
             "deadline_passed": with_deadline,
             "clients": len(clients),
             "done": [c.done_at for c in clients],
+            "upgraded": [c.upgraded_at for c in clients],
             "expected": sum(head - c.after for c in clients),
             "frames": sum(c.frames for c in clients),
             "bytes": sum(c.bytes for c in clients),
