@@ -71,6 +71,17 @@ WATCH_TIMEOUT = 120.0
 # --------------------------------------------------------------------------- servers
 
 
+def schedstat(pid: int) -> tuple[float, float]:
+    """Seconds the main thread of ``pid`` (the server's event loop) has run, and has waited
+    runnable for a CPU (/proc/<pid>/schedstat). On a shared machine the second one tells how
+    much of a storm's wall time was other work's, not the server's; (0, 0) where absent."""
+    try:
+        run_ns, wait_ns, _ = Path(f"/proc/{pid}/schedstat").read_text().split()
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    return int(run_ns) / 1e9, int(wait_ns) / 1e9
+
+
 def system_seconds(pid: int) -> float:
     """Kernel CPU time (stime, seconds) of ``pid`` itself: on loopback the sender's kernel
     does most of the TCP work of a write, so this shows how much of a storm is copying."""
@@ -327,6 +338,7 @@ async def measure(
         # 4 and 5. The storm, /healthz polled meanwhile.
         server_cpu0 = cpu_seconds(server.pid)
         server_sys0 = system_seconds(server.pid)
+        loop_run0, loop_wait0 = schedstat(server.pid)
         client_cpu0 = sum(cpu_seconds(p) for p in clients.pids)
         wall0 = time.monotonic()
         polling = asyncio.create_task(poller.run())
@@ -335,6 +347,7 @@ async def measure(
         wall = time.monotonic() - wall0
         server_cpu = cpu_seconds(server.pid) - server_cpu0
         server_sys = system_seconds(server.pid) - server_sys0
+        loop_run, loop_wait = schedstat(server.pid)
         client_cpu = sum(cpu_seconds(p) for p in clients.pids) - client_cpu0
         poller.stop.set()
         await polling
@@ -382,6 +395,8 @@ async def measure(
         "storm_wall_s": wall,
         "server_cpu_s": server_cpu,
         "server_sys_s": server_sys,
+        "loop_run_s": loop_run - loop_run0,
+        "loop_runnable_wait_s": loop_wait - loop_wait0,
         "connect_cpu_s": snap_cpu,
         "client_cpu_s": client_cpu,
         "client_cpu_pct": 100 * client_cpu / wall,
@@ -419,6 +434,7 @@ COLUMNS = [
     ("frames", "frames", "{:,.0f}"),
     ("MB", "mb", "{:,.0f}"),
     ("srv CPU s", "server_cpu_s", "{:.2f}"),
+    ("srv wait s", "loop_runnable_wait_s", "{:.2f}"),
     ("hz p50", "healthz_p50_ms", "{:.1f}"),
     ("hz p99", "healthz_p99_ms", "{:.1f}"),
     ("hz max", "healthz_max_ms", "{:.1f}"),
@@ -459,7 +475,8 @@ def round_line(r: dict[str, Any]) -> str:
         f"{r['frames']:,}/{r['expected_frames']:,} frames of {r['frame_bytes']:,.0f} B; "
         f"101 answers p50 {r['upgraded_p50_ms']:,.0f} ms, last {r['upgraded_max_ms']:,.0f} ms; "
         f"storm {r['storm_wall_s']:.2f} s wall; server CPU {r['server_cpu_s']:.2f} s of which "
-        f"kernel {r['server_sys_s']:.2f} s; server CPU for the N first connects "
+        f"kernel {r['server_sys_s']:.2f} s; its event loop ran {r['loop_run_s']:.2f} s and "
+        f"waited {r['loop_runnable_wait_s']:.2f} s for a CPU; server CPU for the N first connects "
         f"(snapshot, close) {r['connect_cpu_s']:.2f} s; client CPU {r['client_cpu_s']:.2f} s "
         f"({r['client_cpu_pct']:.0f}%) in {r['client_procs']} processes; "
         f"{r['healthz_samples']} /healthz polls; "
@@ -506,6 +523,14 @@ def verdict(app: dict[str, Any], raw: dict[str, Any] | None) -> tuple[bool, list
             f"app lost {app['lost']}, duplicates {app['duplicates']} (target 0)",
         ),
     ]
+    checks.append(
+        (
+            True,
+            f"app event loop on a CPU {app['loop_run_s']:.2f} s of the storm, runnable but "
+            f"waiting for one {app['loop_runnable_wait_s']:.2f} s (other work on the machine; "
+            "for information)",
+        )
+    )
     if raw is not None:
         raw_caught = raw["all_caught_up_s"]
         checks.append(
