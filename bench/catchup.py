@@ -412,7 +412,7 @@ async def measure(
         ),
         "lost": total("lost"),
         "duplicates": total("duplicates"),
-        "gaps": total("gaps"),
+        "out_of_order": total("out_of_order"),
         "other_frames": total("other_frames"),
         "bad_last": total("bad_last"),
         "connect_failures": total("connect_failures"),
@@ -444,7 +444,7 @@ COLUMNS = [
     ("cli CPU%", "client_cpu_pct", "{:.0f}"),
 ]
 ANOMALY_KEYS = (
-    "gaps",
+    "out_of_order",
     "other_frames",
     "bad_last",
     "connect_failures",

@@ -78,7 +78,7 @@ class Client(asyncio.Protocol):
         self.frames = 0
         self.bytes = 0
         self.dup = 0
-        self.gaps = 0
+        self.out_of_order = 0
         self.missing = 0
         self.other = 0
         self.done_at: float | None = None
@@ -177,11 +177,11 @@ class Client(asyncio.Protocol):
         self.frames += 1
         self.bytes += end - start
         last = self.last
-        if offset <= last:
-            self.dup += 1
-            return
         if offset != last + 1:
-            self.gaps += 1
+            self.out_of_order += 1  # offsets must be consecutive: a skip or a repeat
+            if offset <= last:
+                self.dup += 1
+                return
             self.missing += offset - last - 1
         self.last = offset
         if offset == self.pool.head and self.done_at is None:
@@ -292,7 +292,7 @@ class Pool:
             "bytes": sum(c.bytes for c in clients),
             # Offsets skipped over, and those never reached.
             "lost": sum(c.missing + max(head - c.last, 0) for c in clients),
-            "gaps": sum(c.gaps for c in clients),
+            "out_of_order": sum(c.out_of_order for c in clients),
             "duplicates": sum(c.dup for c in clients),
             "other_frames": sum(c.other for c in clients),
             "bad_last": self.bad_last,
