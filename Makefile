@@ -11,7 +11,7 @@ TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 BLUESKY_PEER_INSTALL := tests/peers/bluesky/install.sh
 
 .DEFAULT_GOAL := help
-.PHONY: help install migrate run test test-pg lint format bench bench-smoke bench-ingest bench-cluster mutants clean distclean
+.PHONY: help install migrate run test test-pg lint format bench bench-smoke bench-ingest bench-catchup bench-cluster mutants clean distclean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -67,6 +67,9 @@ bench-ingest: $(INSTALLED) ## Ingest throughput: the real ingester beside raw ba
 
 bench-cluster: $(INSTALLED) ## Cross-process delivery latency and CPU (PostgreSQL + redis-server)
 	$(BIN)/python bench/cluster.py
+
+bench-catchup: $(INSTALLED) ## 1,000 clients 300 events behind reconnect at once (catch-up storm)
+	$(BIN)/python bench/catchup.py
 
 # Mutation testing (mutmut 2): each module is mutated one change at a time, and the tests
 # that own it must fail. It runs on a copy of the committed tree (REV, default HEAD) under
