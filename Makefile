@@ -42,7 +42,10 @@ install: $(INSTALLED) ## Create .venv and install the project with its dev tools
 
 # The dev lock first; the runtime lock is held to its versions, so the two never disagree.
 # Versions already locked stay unless pyproject.toml rules them out or LOCK_ARGS asks.
-lock: $(INSTALLED) ## Re-resolve requirements*.lock from pyproject.toml (LOCK_ARGS=--upgrade)
+# Installs first only when .venv has no uv: a lock that no longer installs (a merge conflict,
+# a bad pin) can still be regenerated with the uv already there.
+lock: ## Re-resolve requirements*.lock from pyproject.toml (LOCK_ARGS=--upgrade)
+	@[ -x $(BIN)/uv ] || $(MAKE) --no-print-directory install
 	$(BIN)/uv pip compile pyproject.toml --extra dev $(LOCK_FLAGS) $(LOCK_ARGS) -o $(DEV_LOCK)
 	$(BIN)/uv pip compile pyproject.toml $(LOCK_FLAGS) -c $(DEV_LOCK) -o $(LOCK)
 
