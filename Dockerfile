@@ -11,10 +11,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /srv/hashroom
 
-# Dependencies and code first, migrations after: editing a migration keeps the install layer.
+# The locked dependencies first (exact versions, each file checked against its hash), so a
+# code change keeps that layer; then the app itself, without letting pip resolve anything.
+# Migrations come last: editing one keeps both install layers.
+COPY requirements.lock ./
+RUN pip install --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY app ./app
-RUN pip install .
+RUN pip install --no-deps .
 COPY alembic.ini ./
 COPY alembic ./alembic
 

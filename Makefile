@@ -4,14 +4,29 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Touched after a successful install: make reinstalls only when pyproject.toml is newer.
+# Touched after a successful install: make reinstalls when pyproject.toml or the lock is newer.
 INSTALLED := $(VENV)/.installed
+# Exact versions with PyPI's hashes, resolved from pyproject.toml by `make lock`: every install
+# gets the same packages. The runtime lock feeds the Dockerfile, the dev lock (runtime + the
+# `dev` extra) this Makefile and so CI.
+LOCK := requirements.lock
+DEV_LOCK := requirements-dev.lock
+# One resolution valid on every platform and Python the project supports (not just this one),
+# so the container's Python and a Mac find their packages in the same lock.
+LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet \
+	--custom-compile-command 'make lock'
+# Extra resolver options for `make lock`, e.g. --upgrade or --upgrade-package httpx.
+LOCK_ARGS ?=
 # The PostgreSQL server `make test-pg` uses; each test creates and drops its own database.
 TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 BLUESKY_PEER_INSTALL := tests/peers/bluesky/install.sh
 
 .DEFAULT_GOAL := help
+<<<<<<< HEAD
 .PHONY: help install migrate run test test-pg lint format bench bench-smoke bench-ingest bench-catchup bench-cluster mutants clean distclean
+=======
+.PHONY: help install lock migrate run test test-pg lint format bench bench-smoke bench-ingest bench-cluster mutants clean distclean
+>>>>>>> lock
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -22,11 +37,21 @@ $(BIN)/python:
 		exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
-$(INSTALLED): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --disable-pip-version-check -e '.[dev]'
+$(INSTALLED): pyproject.toml $(DEV_LOCK) | $(BIN)/python
+	$(BIN)/python -m pip install --disable-pip-version-check --require-hashes -r $(DEV_LOCK)
+	$(BIN)/python -m pip install --disable-pip-version-check --no-deps -e .
 	touch $@
 
-install: $(INSTALLED) ## Create .venv and install the project with its dev tools
+install: $(INSTALLED) ## Create .venv and install the project with its dev tools from the lock
+
+# The dev lock first; the runtime lock is held to its versions, so the two never disagree.
+# Versions already locked stay unless pyproject.toml rules them out or LOCK_ARGS asks.
+# Installs first only when .venv has no uv: a lock that no longer installs (a merge conflict,
+# a bad pin) can still be regenerated with the uv already there.
+lock: ## Re-resolve requirements*.lock from pyproject.toml (LOCK_ARGS=--upgrade)
+	@[ -x $(BIN)/uv ] || $(MAKE) --no-print-directory install
+	$(BIN)/uv pip compile pyproject.toml --extra dev $(LOCK_FLAGS) $(LOCK_ARGS) -o $(DEV_LOCK)
+	$(BIN)/uv pip compile pyproject.toml $(LOCK_FLAGS) -c $(DEV_LOCK) -o $(LOCK)
 
 migrate: $(INSTALLED) ## Bring the database (DATABASE_URL) up to the latest schema
 	$(BIN)/alembic upgrade head
