@@ -234,7 +234,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
-    app.state.templates = make_templates()
+    app.state.templates = make_templates(reload=settings.env == "development")
     app.state.templates.env.globals["upcoming_sessions"] = upcoming_for_page
     app.state.templates.env.globals["max_hashtags"] = settings.max_hashtags_per_chat
     app.state.session_cookie = SESSION_COOKIE
