@@ -67,7 +67,17 @@ test: $(INSTALLED) ## Run the whole test suite (SQLite, then the PostgreSQL pass
 	else \
 		echo "Node.js 20 and npm not found: the Bluesky reference PDS tests will skip"; \
 	fi
-	$(BIN)/pytest -q -m "not cluster"
+	@# Two pytest processes side by side (the machines this runs on have two cores and the
+	@# tests spend much of their time waiting on servers and browsers): the Chromium and
+	@# reference-PDS tests, whose report follows the other's, and everything else.
+	@mkdir -p build; \
+	$(BIN)/pytest -q -p no:cacheprovider -m "(browser or pds) and not cluster" \
+		> build/test-browser.log 2>&1 & browser=$$!; \
+	$(BIN)/pytest -q -p no:cacheprovider -m "not browser and not pds and not cluster"; \
+	rest=$$?; wait $$browser; browser_rc=$$?; \
+	echo "== Chromium and reference-PDS tests (build/test-browser.log)"; \
+	cat build/test-browser.log; \
+	[ $$rest -eq 0 ] && [ $$browser_rc -eq 0 ]
 	@$(MAKE) --no-print-directory test-pg
 
 test-pg: $(INSTALLED) ## PostgreSQL pass: cluster tests and `db` tests on TEST_DATABASE_URL
