@@ -30,7 +30,7 @@ class Chat(SQLModel, table=True):
     slug: str = Field(max_length=64, unique=True, index=True)
     hashtag: str = Field(max_length=100, index=True)  # without '#', as the creator typed it
     # Every tag followed, reply tag first (without '#'); kept in step with ``hashtag`` by
-    # app/rooms.py, the only writer.
+    # app/chats.py (creation) and app/moderation.py (changes), both through the one writer.
     hashtags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     title: str = Field(max_length=200)
     description: str = Field(default="", max_length=2000)

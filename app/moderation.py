@@ -252,7 +252,7 @@ class Moderation(PeopleModeration, ReviewModeration):
             )
             return bool(added or removed), frames
         if row.action in ("approve", "reject"):
-            post = self.rooms._post_in_chat(session, chat.id, data["post_id"])  # type: ignore[arg-type]
+            post = self.rooms.post_in_chat(session, chat.id, data["post_id"])  # type: ignore[arg-type]
             # Back to the review queue (a post hidden by a block since stays hidden).
             blocked = bool(post.extra.get(HIDDEN_BY_BLOCK))
             return True, review_tx(self.rooms, session, chat, post, held=True, hidden=blocked)

@@ -104,7 +104,7 @@ def visibility_frame(
     if was_shown and not now_shown:
         return events.append(session, post.chat_id, "hide", {"post_id": post.id}, post_id=post.id)
     if now_shown and not was_shown:
-        return rooms._post_event(session, "unhide", post, hosts)
+        return rooms.post_event(session, "unhide", post, hosts)
     return None
 
 

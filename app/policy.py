@@ -5,7 +5,7 @@
   and a handle. :func:`person_key` is the one way such a name and a post's author are
   compared: the handle without a leading ``@``, case-folded.
 * **Screening.** :class:`Screen` holds a chat's blocks and hold-for-review rules; the writer
-  (:meth:`app.rooms.Rooms._apply_batch`) asks it about each new post and each edit: a blocked
+  (:meth:`app.posts.PostStore.apply_batch`) asks it about each new post and each edit: a blocked
   author's post is stored hidden, one that trips a rule is stored *held* for review. Hosts'
   posts are never held.
 * **Visibility.** :func:`shown` (a post in hand) and :func:`visible` (the same as SQL

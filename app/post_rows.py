@@ -1,6 +1,6 @@
 """Posts written a batch at a time: unsaved ``Post`` objects, the batch's lookups, bulk inserts.
 
-An ingester's batch is stored in one transaction (app/rooms.py decides what each change
+An ingester's batch is stored in one transaction (app/posts.py decides what each change
 does). Doing it post by post cost a dedupe SELECT, a parent SELECT, an alias SELECT and an
 ORM flush each; here each of those is one statement per batch: ``… IN (…)`` lookups, and
 new rows inserted together with their ids returned in order (SQLAlchemy's

@@ -431,7 +431,7 @@ class Accounts:
                     existing.account_id = account_id
                     session.add(existing)
                 return post_json(existing), []
-            stored, frames = rooms._apply_batch(
+            stored, frames = rooms.apply_batch(
                 session, fresh, None, [Upsert(rp)], pending=True, account_id=account_id
             )
             return post_json(stored[0]), frames

@@ -178,7 +178,7 @@ class ReviewModeration:
 
         def fn(session: Session) -> tuple[dict[str, Any], list[Frame]]:
             chat = Rooms.chat_by_slug(session, slug)
-            post = self.rooms._post_in_chat(session, chat.id, post_id)  # type: ignore[arg-type]
+            post = self.rooms.post_in_chat(session, chat.id, post_id)  # type: ignore[arg-type]
             if not post.held:
                 raise Conflict(f"post {post_id} is not waiting for review")
             frames = review_tx(

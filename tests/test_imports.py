@@ -19,7 +19,6 @@ MAX_LINES = 500
 OVERSIZED = {
     "app/outbound.py",
     "app/push.py",
-    "app/rooms.py",
     "app/schedule.py",
     "app/sources/bluesky.py",
 }
