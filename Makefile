@@ -22,11 +22,7 @@ TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 BLUESKY_PEER_INSTALL := tests/peers/bluesky/install.sh
 
 .DEFAULT_GOAL := help
-<<<<<<< HEAD
-.PHONY: help install migrate run test test-pg lint format bench bench-smoke bench-ingest bench-catchup bench-cluster mutants clean distclean
-=======
-.PHONY: help install lock migrate run test test-pg lint format bench bench-smoke bench-ingest bench-cluster mutants clean distclean
->>>>>>> lock
+.PHONY: help install lock migrate run test test-pg lint format bench bench-smoke bench-ingest bench-catchup bench-cluster mutants clean distclean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
