@@ -20,6 +20,9 @@ LOCK_ARGS ?=
 # The PostgreSQL server `make test-pg` uses; each test creates and drops its own database.
 TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 BLUESKY_PEER_INSTALL := tests/peers/bluesky/install.sh
+# Slow test files `make test` runs in its second process, beside the browser tests, so both
+# processes take about as long.
+SECOND_HALF := tests/test_bench.py tests/test_live.py tests/test_calendar.py tests/test_fuzz_api.py tests/test_catchup.py
 
 .DEFAULT_GOAL := help
 .PHONY: help install lock migrate run test test-pg lint format bench bench-smoke bench-ingest bench-catchup bench-cluster mutants clean distclean
@@ -65,15 +68,18 @@ test: $(INSTALLED) ## Run the whole test suite (SQLite, then the PostgreSQL pass
 	fi
 	@# Two pytest processes side by side (the machines this runs on have two cores and the
 	@# tests spend much of their time waiting on servers and browsers): the Chromium and
-	@# reference-PDS tests, whose report follows the other's, and everything else.
+	@# reference-PDS tests plus a few slow files, whose report follows, and everything else.
 	@mkdir -p build; \
-	$(BIN)/pytest -q -p no:cacheprovider -m "(browser or pds) and not cluster" \
-		> build/test-browser.log 2>&1 & browser=$$!; \
-	$(BIN)/pytest -q -p no:cacheprovider -m "not browser and not pds and not cluster"; \
-	rest=$$?; wait $$browser; browser_rc=$$?; \
-	echo "== Chromium and reference-PDS tests (build/test-browser.log)"; \
-	cat build/test-browser.log; \
-	[ $$rest -eq 0 ] && [ $$browser_rc -eq 0 ]
+	( $(BIN)/pytest -q -p no:cacheprovider -m "(browser or pds) and not cluster"; a=$$?; \
+	  $(BIN)/pytest -q -p no:cacheprovider -m "not browser and not pds and not cluster" \
+		$(SECOND_HALF); b=$$?; [ $$a -eq 0 ] && [ $$b -eq 0 ] ) > build/test-second.log 2>&1 & \
+	second=$$!; \
+	$(BIN)/pytest -q -p no:cacheprovider -m "not browser and not pds and not cluster" \
+		$(addprefix --ignore=,$(SECOND_HALF)); \
+	first=$$?; wait $$second; second_rc=$$?; \
+	echo "== Chromium, reference-PDS and $(SECOND_HALF) (build/test-second.log)"; \
+	cat build/test-second.log; \
+	[ $$first -eq 0 ] && [ $$second_rc -eq 0 ]
 	@$(MAKE) --no-print-directory test-pg
 
 test-pg: $(INSTALLED) ## PostgreSQL pass: cluster tests and `db` tests on TEST_DATABASE_URL
