@@ -27,11 +27,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
-import json
 import math
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -46,10 +43,10 @@ from fanout import AppServer, free_port
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 from playwright.async_api import async_playwright
 from post_text import post_text
+from results_file import save as save_results
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-RESULTS = BENCH / "results"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 LAUNCH_ARGS = [
     "--no-sandbox",
@@ -561,29 +558,17 @@ async def run(args: argparse.Namespace) -> int:
             f"— {basis}" + (" (smoke run: no verdict)" if args.smoke else ""),
         )
     status = 1 if failed else 0 if (passed or args.smoke) else 1
-    out = args.json or RESULTS / f"browser-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                "command": " ".join(sys.argv),
-                "machine": {
-                    "cpus": os.cpu_count(),
-                    "python": platform.python_version(),
-                    "chromium": chromium_version,
-                    "loadavg": os.getloadavg(),
-                },
-                "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                "paint": paint_rounds,
-                "live": live_rounds,
-                "verdict": lines,
-                "status": status,
-            },
-            indent=2,
-        )
+    save_results(
+        "browser",
+        args,
+        {
+            "paint": paint_rounds,
+            "live": live_rounds,
+            "verdict": lines,
+            "status": status,
+        },
+        machine={"chromium": chromium_version, "loadavg": os.getloadavg()},
     )
-    print(f"results: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     if not failed:
         shutil.rmtree(workdir, ignore_errors=True)
     return status

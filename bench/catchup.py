@@ -21,10 +21,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -41,8 +39,6 @@ from fanout import (
     CLOCK_TICKS,
     DEFAULT_FRAME_BYTES,
     HEALTH_DEADLINE,
-    RESULTS,
-    ROOT,
     AppServer,
     RawServer,
     cpu_seconds,
@@ -53,6 +49,7 @@ from fanout import (
     tail,
 )
 from post_text import post_text
+from results_file import save as save_results
 from websockets.asyncio.client import ClientConnection, connect
 
 TARGET_ALL_CAUGHT_UP_S = 2.0
@@ -650,24 +647,16 @@ async def run(args: argparse.Namespace) -> int:
             status = 0 if passed else 1
     if args.smoke and not failed:
         status = 0  # a smoke run checks that the bench runs, not the figures
-    out = args.json or RESULTS / f"catchup-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                "command": " ".join(sys.argv),
-                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                "results": results,
-                "summaries": summaries,
-                "verdict": verdict_lines,
-                "status": status,
-            },
-            indent=2,
-        )
+    save_results(
+        "catchup",
+        args,
+        {
+            "results": results,
+            "summaries": summaries,
+            "verdict": verdict_lines,
+            "status": status,
+        },
     )
-    print(f"results: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     if not failed:
         shutil.rmtree(workdir, ignore_errors=True)
     return status

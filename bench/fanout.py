@@ -17,11 +17,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import math
 import os
-import platform
 import resource
 import shutil
 import signal
@@ -37,10 +35,10 @@ from typing import Any, Protocol
 
 import httpx
 from post_text import post_text
+from results_file import save as save_results
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-RESULTS = BENCH / "results"
 
 TARGET_CPU_RATIO = 1.0
 """The app must deliver at least as many frames per CPU-second as the raw server, counting
@@ -795,24 +793,16 @@ async def run(args: argparse.Namespace) -> int:
         status = 0 if passed else 1
         if args.smoke:
             status = 0  # a smoke run checks that the bench runs, not the figures
-    out = args.json or RESULTS / f"fanout-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                "command": " ".join(sys.argv),
-                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                "results": results,
-                "summaries": summaries,
-                "verdict": verdict_lines,
-                "status": status,
-            },
-            indent=2,
-        )
+    save_results(
+        "fanout",
+        args,
+        {
+            "results": results,
+            "summaries": summaries,
+            "verdict": verdict_lines,
+            "status": status,
+        },
     )
-    print(f"results: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     if not failed:
         shutil.rmtree(workdir, ignore_errors=True)
     return status

@@ -33,11 +33,8 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
-import datetime as dt
 import io
-import json
 import os
-import platform
 import pstats
 import random
 import shutil
@@ -51,9 +48,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from results_file import save as save_results
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-RESULTS = BENCH / "results"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
@@ -541,24 +539,16 @@ async def run(args: argparse.Namespace) -> int:
     for kind, text in profiles.items():
         print(f"\n== profile ({kind}) ==\n{text}")
     passed = all(ok for ok, _ in checks)
-    out = args.json or RESULTS / f"ingest-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                "command": " ".join(sys.argv),
-                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                "summaries": summaries,
-                "checks": [t for _, t in checks],
-                "passed": passed,
-                "profiles": profiles,
-            },
-            indent=2,
-        )
+    save_results(
+        "ingest",
+        args,
+        {
+            "summaries": summaries,
+            "checks": [t for _, t in checks],
+            "passed": passed,
+            "profiles": profiles,
+        },
     )
-    print(f"results: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     if args.smoke:  # a smoke run proves the bench runs and the rows are right, not the speed
         return 0 if all(not s["problems"] for s in summaries) else 1
     return 0 if passed else 1
